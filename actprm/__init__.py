@@ -2,5 +2,23 @@
 
 __version__ = "0.1.0"
 
-from .data import StepDataError, make_arithmetic_dataset
+from .data import (
+    StepDataError,
+    from_trl_stepwise,
+    load_steps,
+    make_arithmetic_dataset,
+    to_trl_stepwise,
+)
 from .default_backbone import default_backbone
+from .metrics import load_metric
+from .judges import (
+    AnnotationStore,
+    ArithmeticJudge,
+    JudgeUnavailableError,
+    OpenAIJudge,
+    OracleJudge,
+    TransformersJudge,
+)
+from .modeling import EnsemblePRMConfig, EnsemblePRMModel
+from .trainer import ActivePRMTrainer
+from .training_args import ActivePRMConfig

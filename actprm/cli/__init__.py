@@ -1,0 +1,45 @@
+"""The ``actprm`` command line: ``actprm <command> [--config file.yaml] [--flags]``.
+
+Each command lives in ``actprm.cli.<command>`` and exposes ``HELP`` (one line) and
+``main(argv) -> int``; commands parse their flags and YAML configs with `trl.TrlParser`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..judges import JudgeUnavailableError
+
+COMMANDS = ("quickstart", "train", "label", "filter", "score", "eval", "push", "space")
+USER_ERRORS = (ValueError, FileNotFoundError, JudgeUnavailableError)
+"""Bad input: reported as one line and exit code 2 (StepDataError is a ValueError)."""
+
+
+def _usage() -> str:
+    lines = ["usage: actprm <command> [options]   (actprm <command> --help for its options)", "", "commands:"]
+    for name in COMMANDS:
+        try:
+            summary = importlib.import_module(f"actprm.cli.{name}").HELP
+        except ModuleNotFoundError:
+            continue
+        lines.append(f"  {name:<11} {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``actprm`` command; returns its exit code (0 success, 2 bad input, 1 failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"actprm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    command = importlib.import_module(f"actprm.cli.{name}")
+    try:
+        return int(command.main(rest) or 0)
+    except USER_ERRORS as error:
+        print(f"actprm {name}: error: {error}", file=sys.stderr)
+        return 2

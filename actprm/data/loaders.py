@@ -1,0 +1,194 @@
+"""`load_steps`: a step-data file, folder or Hub dataset in any supported format -> canonical `Dataset`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from itertools import chain
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict, get_dataset_config_names, load_dataset
+
+from .formats import (
+    PROCESSBENCH_SUBSETS,
+    convert_canonical,
+    convert_math_shepherd,
+    convert_prmbench,
+    convert_processbench,
+    convert_trl,
+)
+from .prm800k import convert_prm800k
+from .records import DATA_SUFFIXES, OnError, RawRecord, RecordErrors, build_dataset, read_records
+
+CONVERTERS = {
+    "processbench": convert_processbench,
+    "prmbench": convert_prmbench,
+    "prm800k": convert_prm800k,
+    "trl": convert_trl,
+    "math_shepherd": convert_math_shepherd,
+    "jsonl": convert_canonical,
+}
+FORMATS = tuple(CONVERTERS)
+HUB_FORMATS = {"Qwen/ProcessBench": "processbench", "hitsmy/PRMBench_Preview": "prmbench"}
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "resources" / "samples"
+"""Small slices of ProcessBench, PRMBench and PRM800K shipped with the package, in their own formats."""
+
+
+def load_steps(
+    source: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    subset: str | Iterable[str] | None = None,
+    split: str | None = None,
+    on_error: OnError = "raise",
+) -> Dataset:
+    """Load step data into the canonical schema (`FEATURES` columns first, then extra columns).
+
+    Args:
+        source: a ``.json``/``.jsonl``/``.parquet`` file, a folder of them, or a Hub dataset id
+            (``Qwen/ProcessBench``, ``hitsmy/PRMBench_Preview``, or any dataset in a supported format).
+        format: one of `FORMATS`; inferred from the first record (its keys) when omitted.
+        subset: ProcessBench subset(s) to keep (``gsm8k``, ``math``, ``olympiadbench``, ``omnimath``);
+            all by default. ProcessBench rows always carry a ``subset`` column.
+        split: in a folder, keep the files whose name has this token (``phase1_train``, ``test``);
+            on the Hub, the split to load (needed when there are several).
+        on_error: ``"raise"`` stops at the first malformed record with a `StepDataError` naming
+            the file, the record (``line N`` in jsonl, the index in a JSON list or parquet) and the
+            field; ``"skip"`` leaves such records out and ends with a `SkippedRecordsWarning`
+            whose ``errors`` list each one. Records left out on purpose (PRMBench's duplicate ids)
+            are reported the same way.
+    """
+    errors = RecordErrors(on_error)
+    subsets = _subsets(subset)
+    path = Path(source)
+    if path.exists():
+        files = _data_files(path, split)
+        format = format or infer_format(files[0])
+        records: Iterable[RawRecord] = chain.from_iterable(read_records(file, errors) for file in files)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        format, records = _hub_records(str(source), format, subsets, split)
+    else:
+        raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
+    if format not in CONVERTERS:
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    if format == "processbench":
+        rows = convert_processbench(records, errors, subsets)
+    elif subsets is not None:
+        raise ValueError(f"subset picks ProcessBench subsets; {source} is in the {format!r} format")
+    else:
+        rows = CONVERTERS[format](records, errors)
+    dataset = build_dataset(rows, str(source))
+    errors.report(str(source))
+    return dataset
+
+
+def infer_format(path: Path) -> str:
+    """The format of a data file, from its first record."""
+    record = _first_record(path)
+    format = infer_format_from_record(record)
+    if format is None:
+        keys = sorted(record)
+        raise ValueError(f"{path}: cannot infer the format from the keys {keys}; pass format= (one of {FORMATS})")
+    return format
+
+
+def infer_format_from_record(record: dict[str, Any]) -> str | None:
+    """The format a record is in, from its keys (and, for ``label``, its type), or None."""
+    keys = set(record)
+    if {"modified_process", "classification"} <= keys:
+        return "prmbench"
+    if {"instruction", "responses", "next_response"} <= keys:
+        return "prm800k"
+    if isinstance(record.get("question"), dict) and isinstance(record.get("label"), dict):
+        return "prm800k"
+    if {"prompt", "completions", "labels"} <= keys:
+        return "trl"
+    if {"input", "label"} <= keys and isinstance(record["label"], str):
+        return "math_shepherd"
+    if {"problem", "steps"} <= keys:
+        return "processbench" if {"generator", "final_answer_correct"} & keys else "jsonl"
+    return None
+
+
+def _first_record(path: Path) -> dict[str, Any]:
+    if path.suffix == ".parquet":
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1), None)
+        records = batch.to_pylist() if batch is not None else []
+    elif path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as lines:
+            first = next((line for line in lines if line.strip()), None)
+        records = [] if first is None else [_json_or_empty(first)]
+    else:
+        data = _json_or_empty(path.read_text(encoding="utf-8"))
+        records = data if isinstance(data, list) else []
+    if not records or not isinstance(records[0], dict):
+        raise ValueError(f"{path}: no JSON object to infer the format from; pass format=")
+    return records[0]
+
+
+def _json_or_empty(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _data_files(path: Path, split: str | None) -> list[Path]:
+    if path.is_file():
+        if split is not None:
+            raise ValueError(f"split selects files in a folder or a Hub split; {path} is a single file")
+        return [path]
+    files = sorted(file for file in path.iterdir() if file.is_file() and file.suffix in DATA_SUFFIXES)
+    if split is not None:
+        files = [file for file in files if re.search(rf"(^|[._-]){re.escape(split)}($|[._-])", file.name)]
+    if not files:
+        wanted = f" with {split!r} in their name" if split is not None else ""
+        raise FileNotFoundError(f"{path}: no {'/'.join(DATA_SUFFIXES)} files{wanted}")
+    return files
+
+
+def _subsets(subset: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if subset is None:
+        return None
+    subsets = (subset,) if isinstance(subset, str) else tuple(subset)
+    unknown = [name for name in subsets if name not in PROCESSBENCH_SUBSETS]
+    if unknown:
+        raise ValueError(f"unknown ProcessBench subset(s) {unknown}; expected some of {PROCESSBENCH_SUBSETS}")
+    return subsets
+
+
+def _hub_records(
+    repo_id: str, format: str | None, subsets: tuple[str, ...] | None, split: str | None
+) -> tuple[str, Iterator[RawRecord]]:
+    """Load a Hub dataset. ProcessBench names its splits after its subsets (one config per subset
+    or one config for all: both layouts are read)."""
+    format = format or HUB_FORMATS.get(repo_id)
+    if format == "processbench":
+        if split is not None:
+            raise ValueError("ProcessBench's splits are its subsets; pick them with subset=")
+        configs = get_dataset_config_names(repo_id)
+        parts = [
+            (name, load_dataset(repo_id, name if name in configs else None, split=name))
+            for name in subsets or PROCESSBENCH_SUBSETS
+        ]
+    else:
+        loaded = load_dataset(repo_id, split=split)
+        if isinstance(loaded, DatasetDict):
+            if len(loaded) != 1:
+                raise ValueError(f"{repo_id} has splits {list(loaded)}; pick one with split=")
+            split, loaded = next(iter(loaded.items()))
+        parts = [(split, loaded)]
+        if format is None:
+            format = infer_format_from_record(loaded[0] if len(loaded) else {})
+            if format is None:
+                columns = loaded.column_names
+                raise ValueError(f"{repo_id}: cannot infer the format from its columns {columns}; pass format=")
+    records = (
+        RawRecord(dict(row), f"{repo_id}[{name}]", index, name, index)
+        for name, dataset in parts
+        for index, row in enumerate(dataset)
+    )
+    return format, records

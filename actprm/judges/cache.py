@@ -1,0 +1,82 @@
+"""A persistent sqlite cache of judge answers: no question is paid for twice, across restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+BUSY_TIMEOUT_S = 60.0
+"""How long a writer waits (sqlite retries internally) for another process's lock before failing."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    judge TEXT NOT NULL,
+    question TEXT NOT NULL,
+    first_error INTEGER NOT NULL,
+    step_labels TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    raw_output TEXT NOT NULL,
+    prompt_version TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (judge, question)
+)
+"""
+_FIELDS = ("first_error", "step_labels", "tokens", "raw_output", "prompt_version")
+
+
+class JudgeCache:
+    """Answers keyed by (judge identity, question hash), in one sqlite file.
+
+    The file is in WAL mode, so several processes (for example the ranks of a distributed run)
+    can read and write it at once; a writer that meets a lock waits up to `BUSY_TIMEOUT_S`. The
+    first answer stored for a key wins. One instance may be used from several threads.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def get(self, judge: str, question: str) -> dict[str, Any] | None:
+        """The stored answer's fields (``first_error``, ``step_labels``, ``tokens``, ``raw_output``,
+        ``prompt_version``), or ``None``."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_FIELDS)} FROM answers WHERE judge = ? AND question = ?", (judge, question)
+            ).fetchone()
+        if row is None:
+            return None
+        answer = dict(zip(_FIELDS, row))
+        answer["step_labels"] = json.loads(answer["step_labels"])
+        return answer
+
+    def put(self, judge: str, question: str, answer: Mapping[str, Any]) -> None:
+        """Store ``answer`` (a mapping with the fields `get` returns) unless the key is already there."""
+        values = [answer[name] for name in _FIELDS]
+        values[1] = json.dumps(list(values[1]))
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR IGNORE INTO answers (judge, question, {', '.join(_FIELDS)}, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (judge, question, *values, time.time()),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"JudgeCache({str(self.path)!r})"

@@ -1,0 +1,463 @@
+"""`ActivePRMTrainer`: a `transformers.Trainer` that labels and trains only what the ensemble is unsure of.
+
+Each batch the dataloader yields is a batch of *candidates*. The trainer scores them without
+gradients, applies the selection rule, gets labels for the selected ones (the dataset's own in pool
+mode, the judge's in online mode) and puts them in a buffer. A training forward and backward runs
+on full batches drawn from that buffer, so only selected trajectories cost a backward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoConfig, AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .data.schema import CANONICAL_COLUMNS
+from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
+from .judges.cache import JudgeCache
+from .metrics.processbench import processbench_scores
+from .modeling import EnsemblePRMModel
+from .selection import pad_step_statistics, select_confident
+from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
+from .training_args import ActivePRMConfig
+
+logger = logging.get_logger(__name__)
+
+STATE_FILE = "active_learning_state_rank{rank}.json"
+
+
+@dataclass
+class ActiveLearningState:
+    """What active learning has done so far on one process; saved with every checkpoint."""
+
+    seen: int = 0
+    selected: int = 0
+    annotations: int = 0
+    judge_calls: int = 0
+    judge_tokens: int = 0
+    judge_cache_hits: int = 0
+    judge_failures: int = 0
+    confident_with_label: int = 0
+    confident_correct: int = 0
+    trained: int = 0
+    classification_loss_sum: float = 0.0
+    regularization_loss_sum: float = 0.0
+    loss_steps: int = 0
+    buffer: list[tuple[int, list[int]]] = field(default_factory=list)
+    """Labelled trajectories waiting for a training batch: (row, per-step training labels)."""
+    judge_queue: list[int] = field(default_factory=list)
+    """Selected unlabelled rows waiting for the next judge batch."""
+
+    COUNTERS = (
+        "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
+        "judge_failures", "confident_with_label", "confident_correct", "trained",
+    )  # fmt: skip
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` folder whose active-learning state (written last) is there."""
+    complete = [
+        folder
+        for folder in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if folder.name.split("-")[-1].isdigit() and (folder / STATE_FILE.format(rank=0)).exists()
+    ]
+    return str(max(complete, key=lambda folder: int(folder.name.split("-")[-1]))) if complete else None
+
+
+def processbench_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """ProcessBench error/correct accuracy and F1 from per-token mean probabilities and first-error labels.
+
+    A prediction is right when every labelled step before the first error scores >= 0.5 and the
+    first error (if any) scores < 0.5: exactly "first step below 0.5 equals the label".
+    """
+    probabilities = torch.as_tensor(prediction.predictions)
+    labels = torch.as_tensor(prediction.label_ids)
+    predicted, references = [], []
+    for row_probs, row_labels in zip(probabilities, labels):
+        labelled = row_labels != IGNORE_INDEX
+        step_labels, step_probs = row_labels[labelled], row_probs[labelled]
+        reference = int((step_labels == 0).nonzero()[0]) if (step_labels == 0).any() else -1
+        below = (step_probs < 0.5).nonzero()
+        predicted.append(int(below[0]) if len(below) else -1)
+        references.append(reference)
+    return processbench_scores(predicted, references)
+
+
+class ActivePRMTrainer(Trainer):
+    """Train an `EnsemblePRMModel` with ActPRM's uncertainty-based active learning.
+
+    Args:
+        model: an `EnsemblePRMModel`, or the name or path of a causal LM (a new ensemble head is put
+            on it) or of an `EnsemblePRMModel` checkpoint.
+        args: an `ActivePRMConfig`.
+        train_dataset: the pool, in actprm's canonical schema; rows with a `label` (or
+            `step_labels`) are trained on their own labels (pool mode), rows without are sent to
+            `judge` (online mode).
+        eval_dataset: labelled data in the canonical schema; evaluation reports ProcessBench F1.
+        judge: a `actprm.judges.Judge`, required when `train_dataset` has unlabelled rows.
+        processing_class: the tokenizer; loaded from `model` when omitted.
+    """
+
+    _tag_names = ["actprm", "process-reward-model", "active-learning"]
+
+    def __init__(
+        self,
+        model: EnsemblePRMModel | str,
+        args: ActivePRMConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        judge: Judge | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+    ):
+        args = args or ActivePRMConfig(output_dir="actprm-output")
+        if isinstance(model, str):
+            processing_class = processing_class or AutoTokenizer.from_pretrained(model)
+            model = self._load_model(model, args, processing_class)
+        if processing_class is None:
+            raise ValueError("pass `processing_class` (the tokenizer) when `model` is a model object")
+        self.step_tokenizer = StepTokenizer(
+            processing_class,
+            model.config.separator,
+            max_length=args.max_length,
+            label_mode=args.label_mode,
+            use_chat_template=args.use_chat_template,
+        )
+        self.pool = train_dataset
+        train_tokenized = self._tokenize(train_dataset, "train") if train_dataset is not None else None
+        if train_tokenized is not None and judge is None and not all(train_tokenized["has_label"]):
+            raise ValueError(
+                f"{train_tokenized.num_rows - sum(train_tokenized['has_label'])} training rows have no label: "
+                "pass a `judge` to label them (online mode)"
+            )
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {name: self._tokenize(ds, f"eval[{name}]") for name, ds in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = self._tokenize(eval_dataset, "eval")
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=StepDataCollator(processing_class, keep_columns=("row",)),
+            train_dataset=train_tokenized,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or processbench_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
+        self.judge = judge
+        self.active = ActiveLearningState()
+        self.judge_unreachable = False
+        self.annotation_store = AnnotationStore(self._rank_annotations_path())
+        if self.judge is not None:
+            if self.judge.cache is None:
+                self.judge.cache = JudgeCache(args.judge_cache_path or os.path.join(args.output_dir, "judge_cache.sqlite"))
+            if self.is_world_process_zero():
+                self.judge.check_available()
+
+    # ----- setup -----
+
+    @property
+    def annotations_path(self) -> Path:
+        """The labelled dataset every judge annotation is appended to (jsonl)."""
+        return Path(self.args.annotations_path or os.path.join(self.args.output_dir, "annotations.jsonl"))
+
+    def _rank_annotations_path(self) -> Path:
+        """Each process appends to its own file when there are several; `train` merges them."""
+        path = self.annotations_path
+        if self.args.world_size == 1:
+            return path
+        return path.with_name(f"{path.stem}.rank{self.args.process_index}{path.suffix}")
+
+    def _merge_annotations(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.args.world_size > 1 and self.is_world_process_zero():
+            merged = AnnotationStore(self.annotations_path)
+            for rank in range(self.args.world_size):
+                path = self.annotations_path.with_name(f"{self.annotations_path.stem}.rank{rank}{self.annotations_path.suffix}")
+                merged.extend_rows(AnnotationStore(path).rows())
+        self.accelerator.wait_for_everyone()
+
+    @staticmethod
+    def _load_model(name_or_path: str, args: ActivePRMConfig, tokenizer: PreTrainedTokenizerBase) -> EnsemblePRMModel:
+        init_kwargs = args.model_init_kwargs or {}
+        if AutoConfig.from_pretrained(name_or_path, **init_kwargs).model_type == EnsemblePRMModel.config_class.model_type:
+            return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
+        return EnsemblePRMModel.from_backbone(
+            name_or_path,
+            tokenizer=tokenizer,
+            separator=args.separator,
+            num_ensemble=args.num_ensemble,
+            head_hidden_size=args.head_hidden_size,
+            learning_probability=args.learning_probability,
+            regularization_lambda=args.regularization_lambda,
+            **init_kwargs,
+        )
+
+    def _tokenize(self, dataset: Dataset, name: str) -> Dataset:
+        missing = [c for c in ("problem", "steps") if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"{name} dataset lacks the canonical column(s) {missing}; load it with actprm.load_steps")
+        label_column = "step_labels" if self.step_tokenizer.label_mode == "per_step" else "label"
+
+        def tokenize(record: dict, index: int) -> dict:
+            has_label = record.get(label_column) is not None and (
+                label_column == "label" or any(v is not None for v in record[label_column])
+            )
+            return {**self.step_tokenizer(record), "row": index, "has_label": has_label}
+
+        tokenized = dataset.map(
+            tokenize,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            desc=f"Tokenizing {name} dataset",
+        )
+        truncated = sum(n > 0 for n in tokenized["num_dropped_steps"])
+        if truncated:
+            logger.warning(
+                f"{name}: {truncated} of {tokenized.num_rows} solutions exceed max_length={self.step_tokenizer.max_length}; "
+                f"{sum(tokenized['num_dropped_steps'])} trailing steps were dropped"
+            )
+        return tokenized
+
+    # ----- the active-learning step -----
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Select and label this batch's candidates, then train on a full batch from the buffer if ready.
+
+        On the last step the judge queue is flushed and what is left in the buffer is trained on.
+        """
+        last_step = self.state.global_step + 1 >= self.state.max_steps
+        self._select_and_label(inputs, flush=last_step)
+        batch = self._next_training_batch(allow_partial=last_step)
+        if batch is None:
+            return torch.zeros((), device=self.args.device)
+        return super().training_step(model, batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss; its classification and regularisation parts are kept for logging."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
+        self.active.classification_loss_sum += outputs.classification_loss.item()
+        self.active.regularization_loss_sum += outputs.regularization_loss.item()
+        self.active.loss_steps += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _select_and_label(self, inputs: dict[str, torch.Tensor], flush: bool = False) -> None:
+        args, active = self.args, self.active
+        rows = inputs["row"].tolist()
+        has_label = [bool(self.train_dataset[r]["has_label"]) for r in rows]
+        active.seen += len(rows)
+
+        if args.selection == "all" or self.state.global_step < args.active_warmup_steps:
+            selected = [True] * len(rows)
+        elif args.selection == "random":
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + rows[0])
+            selected = (torch.rand(len(rows), generator=generator) < args.random_selection_rate).tolist()
+        else:
+            selected = self._uncertain(inputs, has_label)
+
+        allowance = self._annotation_allowance()
+        for row, is_selected, labelled in zip(rows, selected, has_label):
+            if not is_selected or allowance <= 0:
+                continue
+            allowance -= 1
+            active.selected += 1
+            if labelled:
+                active.annotations += 1
+                self._add_to_buffer(row, self.train_dataset[row]["labels"])
+            else:
+                active.judge_queue.append(row)
+        if active.judge_queue and (flush or len(active.judge_queue) >= args.judge_batch_size):
+            self._annotate_queue()
+        if self._budget_spent():
+            self.control.should_training_stop = True
+
+    def _uncertain(self, inputs: dict[str, torch.Tensor], has_label: list[bool]) -> list[bool]:
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            device_inputs = self._prepare_inputs({k: inputs[k] for k in ("input_ids", "attention_mask")})
+            mean, std, mask = pad_step_statistics(model.step_scores(**device_inputs))
+        model.train(was_training)
+        decision = select_confident(
+            mean, std, mask, pred_threshold=self.args.pred_threshold, std_threshold=self.args.std_threshold
+        )
+        labels = inputs["labels"]
+        for i, confident in enumerate(decision.confident.tolist()):
+            if confident and has_label[i]:
+                self.active.confident_with_label += 1
+                step_labels = labels[i][labels[i] != IGNORE_INDEX]
+                true_error = int((step_labels == 0).nonzero()[0]) if (step_labels == 0).any() else -1
+                self.active.confident_correct += int(decision.predicted_first_error[i].item() == true_error)
+        return (~decision.confident).tolist()
+
+    def _annotate_queue(self) -> None:
+        """Send the queued rows to the judge; store and buffer every annotation, count failures.
+
+        Rows the judge could not be reached for stay queued (and saved with the checkpoint), and
+        training stops cleanly with everything saved.
+        """
+        active = self.active
+        records = [self.pool[row] for row in active.judge_queue]
+        items = [{k: r[k] for k in ("id", "problem", "steps")} for r in records]
+        results = self.judge.annotate(items)
+        unreachable = []
+        for row, record, result in zip(active.judge_queue, records, results):
+            active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
+            if isinstance(result, JudgeFailure):
+                active.judge_failures += 1
+                if result.server_error:
+                    unreachable.append(row)
+                continue
+            active.judge_calls += 0 if result.cached else 1
+            active.judge_cache_hits += int(result.cached)
+            active.annotations += 1
+            labelled = {**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
+                        "step_labels": result.step_labels}
+            self.annotation_store.append(labelled, result)
+            self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(labelled)))
+        active.judge_queue = unreachable
+        if unreachable:
+            logger.error(f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved")
+            self.judge_unreachable = True
+            self.control.should_training_stop = True
+            self.control.should_save = True
+
+    def _labels_for_row(self, row: int, step_labels: list[int]) -> list[int]:
+        """Per-token labels for a tokenised row: ``step_labels`` placed at its separator positions."""
+        input_ids = self.train_dataset[row]["input_ids"]
+        separator_id = self.step_tokenizer.separator_id
+        labels = [IGNORE_INDEX] * len(input_ids)
+        positions = [i for i, token in enumerate(input_ids) if token == separator_id]
+        for position, label in zip(positions, step_labels):
+            labels[position] = label
+        return labels
+
+    def _add_to_buffer(self, row: int, token_labels: list[int]) -> None:
+        self.active.buffer.append((row, list(token_labels)))
+
+    def _next_training_batch(self, allow_partial: bool = False) -> dict[str, torch.Tensor] | None:
+        """A full batch from the buffer once every process has one, so DDP stays in step.
+
+        With ``allow_partial``, any non-empty buffer on every process will do.
+        """
+        batch_size = self.args.per_device_train_batch_size
+        ready = torch.tensor(int(len(self.active.buffer) >= (1 if allow_partial else batch_size)), device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            ready = self.accelerator.reduce(ready, reduction="min")
+        if not ready:
+            return None
+        taken, self.active.buffer = self.active.buffer[:batch_size], self.active.buffer[batch_size:]
+        self.active.trained += len(taken)
+        features = [{**self._features(row), "labels": labels} for row, labels in taken]
+        return self.data_collator(features)
+
+    def _features(self, row: int) -> dict[str, Any]:
+        record = self.train_dataset[row]
+        return {"input_ids": record["input_ids"], "attention_mask": record["attention_mask"]}
+
+    # ----- budgets -----
+
+    def _global(self, value: int | float) -> float:
+        tensor = torch.tensor(float(value), device=self.args.device)
+        return float(self.accelerator.reduce(tensor, reduction="sum")) if self.accelerator.num_processes > 1 else value
+
+    def _annotation_allowance(self) -> int | float:
+        """How many more trajectories this process may annotate within `max_annotations`."""
+        if self.args.max_annotations is None:
+            return float("inf")
+        pending = self.active.annotations + len(self.active.judge_queue)
+        remaining = int(self.args.max_annotations - self._global(pending))
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        return max(0, remaining // world + int(rank < remaining % world))
+
+    def _budget_spent(self) -> bool:
+        args = self.args
+        annotations_spent = args.max_annotations is not None and self._global(
+            self.active.annotations + len(self.active.judge_queue)
+        ) >= args.max_annotations
+        tokens_spent = args.max_judge_tokens is not None and self._global(self.active.judge_tokens) >= args.max_judge_tokens
+        if annotations_spent and self.active.judge_queue:
+            self._annotate_queue()
+        return annotations_spent or tokens_spent
+
+    # ----- evaluation -----
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Loss, mean probability over heads at every position, and the labels."""
+        inputs = self._prepare_inputs({k: v for k, v in inputs.items() if k != "row"})
+        with torch.no_grad():
+            outputs = model(**inputs)
+        loss = outputs.loss.detach() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, torch.sigmoid(outputs.logits.float()).mean(dim=0), inputs.get("labels")
+
+    # ----- logging -----
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the active-learning counters, summed over processes, to every training log."""
+        if "loss" in logs:
+            totals = {name: self._global(getattr(self.active, name)) for name in ActiveLearningState.COUNTERS}
+            logs["active/selected_fraction"] = totals["selected"] / max(totals["seen"], 1)
+            logs["active/annotations"] = totals["annotations"]
+            logs["active/judge_calls"] = totals["judge_calls"]
+            logs["active/judge_tokens"] = totals["judge_tokens"]
+            logs["active/judge_cache_hits"] = totals["judge_cache_hits"]
+            logs["active/judge_failures"] = totals["judge_failures"]
+            if totals["confident_with_label"]:
+                logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
+            if self.active.loss_steps:
+                logs["classification_loss"] = self.active.classification_loss_sum / self.active.loss_steps
+                logs["regularization_loss"] = self.active.regularization_loss_sum / self.active.loss_steps
+                self.active.classification_loss_sum = self.active.regularization_loss_sum = 0.0
+                self.active.loss_steps = 0
+        super().log(logs, start_time)
+
+    def active_learning_summary(self) -> dict[str, float]:
+        """The counters summed over processes (call on every process)."""
+        return {name: self._global(getattr(self.active, name)) for name in ActiveLearningState.COUNTERS}
+
+    # ----- checkpoints -----
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        state_file = folder / STATE_FILE.format(rank=self.accelerator.process_index)
+        state_file.write_text(json.dumps(asdict(self.active)))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`Trainer.train`, also restoring the active-learning state (buffer, judge queue, counters).
+
+        ``resume_from_checkpoint=True`` picks the last checkpoint that was completely written (a run
+        killed while saving leaves a partial one behind).
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+        if resume_from_checkpoint:
+            state_file = Path(resume_from_checkpoint) / STATE_FILE.format(rank=self.accelerator.process_index)
+            if state_file.exists():
+                self.active = ActiveLearningState(**json.loads(state_file.read_text()))
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self._merge_annotations()
+        if self.judge_unreachable:
+            raise JudgeUnavailableError(
+                f"the judge stopped answering at step {self.state.global_step}; everything up to it is saved in "
+                f"{self.args.output_dir}: fix the judge and resume with train(resume_from_checkpoint=True)"
+            )
+        return output

@@ -1,0 +1,118 @@
+"""`ActivePRMConfig`: training arguments of `ActivePRMTrainer`, in the style of TRL's configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import TrainingArguments
+
+from .default_backbone import DEFAULT_SEPARATOR
+
+
+@dataclass
+class ActivePRMConfig(TrainingArguments):
+    r"""Configuration of [`ActivePRMTrainer`].
+
+    Holds only what is specific to active PRM training; every other field is a
+    [`~transformers.TrainingArguments`] field. Defaults may differ from `TrainingArguments`
+    (`remove_unused_columns=False`: the trainer needs each row's index). Parse it from the command
+    line with [`~transformers.HfArgumentParser`].
+    """
+
+    # Model, used when `model` is given to the trainer as a name or path
+    model_init_kwargs: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for the backbone's `from_pretrained` when `model` is a name or path."},
+    )
+    num_ensemble: int = field(default=8, metadata={"help": "Number of heads E in the ensemble."})
+    head_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each head's two hidden layers."})
+    learning_probability: float = field(
+        default=1.0,
+        metadata={"help": "Probability that a head trains on a given trajectory of a batch (bootstrap of the batch)."},
+    )
+    regularization_lambda: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the L2 term anchoring each head to a frozen copy of its initial weights."},
+    )
+    separator: str = field(
+        default=DEFAULT_SEPARATOR,
+        metadata={"help": "Token placed after every step; added to the tokenizer when it lacks it."},
+    )
+
+    # Data
+    max_length: int | None = field(
+        default=2048,
+        metadata={"help": "Longest tokenised solution; whole trailing steps beyond it are dropped and counted."},
+    )
+    label_mode: Literal["first_error", "per_step"] = field(
+        default="first_error",
+        metadata={
+            "help": "`first_error`: steps before the first error are good, the first error is wrong, later steps "
+            "are unlabelled (ProcessBench). `per_step`: the dataset's `step_labels` as given.",
+            "choices": ["first_error", "per_step"],
+        },
+    )
+    use_chat_template: bool = field(
+        default=False,
+        metadata={"help": "Put the problem in a user turn and the steps in the assistant turn of the chat template."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the trainer tracks each row by its index."}
+    )
+
+    # Active learning
+    selection: Literal["uncertainty", "random", "all"] = field(
+        default="uncertainty",
+        metadata={
+            "help": "`uncertainty`: the ActPRM rule; `random`: each trajectory with probability "
+            "`random_selection_rate`; `all`: every trajectory (full annotation).",
+            "choices": ["uncertainty", "random", "all"],
+        },
+    )
+    random_selection_rate: float = field(
+        default=0.5, metadata={"help": "Fraction of trajectories selected when `selection='random'`."}
+    )
+    pred_threshold: float = field(
+        default=0.9,
+        metadata={"help": "A step is decided when its mean probability is >= this or <= 1 - this."},
+    )
+    std_threshold: float = field(
+        default=0.01,
+        metadata={"help": "A step is decided only when the heads' standard deviation is <= this."},
+    )
+    active_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Number of first training steps that select every trajectory, before the rule applies."},
+    )
+    max_annotations: int | None = field(
+        default=None,
+        metadata={"help": "Budget: training stops once this many trajectories have been annotated."},
+    )
+    max_judge_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Budget: training stops once the judge has spent this many tokens."},
+    )
+    judge_batch_size: int = field(
+        default=16, metadata={"help": "Number of trajectories sent to the judge together."}
+    )
+    annotations_path: str | None = field(
+        default=None,
+        metadata={"help": "Labelled dataset (jsonl) every annotation is appended to; `<output_dir>/annotations.jsonl` "
+                  "when unset."},
+    )
+    judge_cache_path: str | None = field(
+        default=None,
+        metadata={"help": "Persistent judge cache (sqlite); `<output_dir>/judge_cache.sqlite` when unset."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.5 < self.pred_threshold <= 1:
+            raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
+        if self.std_threshold < 0:
+            raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
+        if not 0 < self.random_selection_rate <= 1:
+            raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
+        if self.judge_batch_size < 1:
+            raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")

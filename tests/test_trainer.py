@@ -1,0 +1,286 @@
+"""ActivePRMTrainer: pool and online modes, budgets, judge faults, resume, and two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from actprm import make_arithmetic_dataset
+from actprm.judges import AnnotationStore, ArithmeticJudge, JudgeCache, JudgeUnavailableError, OpenAIJudge
+from actprm.trainer import ActivePRMTrainer
+from actprm.training_args import ActivePRMConfig
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_config(tmp_path: Path, **overrides) -> ActivePRMConfig:
+    options = dict(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        num_ensemble=4,
+        head_hidden_size=32,
+        max_length=256,
+        logging_steps=2,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    return ActivePRMConfig(**{**options, **overrides})
+
+
+def unlabelled(dataset):
+    return dataset.map(lambda row: {"label": None, "step_labels": None})
+
+
+@dataclass
+class ForwardRecord:
+    """Rows of every backbone forward, split by whether gradients were being recorded."""
+
+    grad_batches: list[int] = field(default_factory=list)
+    no_grad_rows: int = 0
+
+
+def record_forwards(trainer) -> ForwardRecord:
+    record = ForwardRecord()
+
+    def hook(module, args, kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        if torch.is_grad_enabled():
+            record.grad_batches.append(rows)
+        else:
+            record.no_grad_rows += rows
+
+    trainer.model.model.register_forward_pre_hook(hook, with_kwargs=True)
+    return record
+
+
+def test_confident_trajectories_are_skipped_and_cost_no_update(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(32, seed=1)
+    # every step counts as decided: the rule finds every trajectory confident
+    args = make_config(tmp_path, std_threshold=1.0, pred_threshold=0.5 + 1e-6)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    recorder = record_forwards(trainer)
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    assert summary["seen"] == 32 and summary["selected"] == 0 and summary["trained"] == 0
+    assert recorder.grad_batches == [] and recorder.no_grad_rows == 32
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_uncertain_trajectories_train_in_full_batches_only(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(44, seed=2)
+    args = make_config(tmp_path, std_threshold=0.0)  # heads always disagree a little: all uncertain
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
+    recorder = record_forwards(trainer)
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    assert summary["selected"] == 44 and summary["annotations"] == 44  # pool mode still counts annotations
+    assert recorder.no_grad_rows == 44  # selection scored every candidate once, without gradients
+    assert recorder.grad_batches == [8] * 5 + [4]  # full batches, then what is left on the last step
+    assert summary["trained"] == 44 and trainer.active.buffer == []
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert {"active/selected_fraction", "active/annotations", "classification_loss", "regularization_loss"} <= logged
+
+
+def test_random_selection_trains_only_the_selected_rows(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(64, seed=3)
+    args = make_config(tmp_path, selection="random", random_selection_rate=0.5)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
+    recorder = record_forwards(trainer)
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    assert 16 <= summary["selected"] <= 48
+    assert recorder.no_grad_rows == 0  # random selection needs no scoring pass
+    assert sum(recorder.grad_batches) == summary["trained"] == summary["selected"]
+    assert all(rows == 8 for rows in recorder.grad_batches[:-1])
+
+
+def test_pseudo_label_accuracy_is_measured_on_confident_labelled_rows(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(24, seed=4)
+    args = make_config(tmp_path, std_threshold=1.0, pred_threshold=0.5 + 1e-6, logging_steps=1)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    assert summary["confident_with_label"] == 24
+    accuracies = [e["active/pseudo_label_accuracy"] for e in trainer.state.log_history if "active/pseudo_label_accuracy" in e]
+    assert accuracies and accuracies[-1] == summary["confident_correct"] / 24
+
+
+def test_online_mode_stores_judge_labels_and_never_pays_twice(tiny_backbone, tmp_path):
+    generated = make_arithmetic_dataset(24, seed=5)
+    args = make_config(tmp_path, selection="all", judge_batch_size=8)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=ArithmeticJudge())
+    trainer.train()
+    assert trainer.active_learning_summary()["judge_calls"] == 24
+    stored = AnnotationStore(trainer.annotations_path).to_dataset()
+    assert sorted(stored["id"]) == sorted(generated["id"])
+    truth = dict(zip(generated["id"], generated["label"]))
+    assert all(row["label"] == truth[row["id"]] and row["judge"] == "arithmetic" for row in stored)
+
+    again = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=ArithmeticJudge())
+    again.train()
+    summary = again.active_learning_summary()
+    assert summary["judge_calls"] == 0 and summary["judge_cache_hits"] == 24
+    assert len(AnnotationStore(trainer.annotations_path).rows()) == 24  # no duplicates
+
+
+def test_annotation_budget_stops_training(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(64, seed=6)
+    args = make_config(tmp_path, selection="all", max_annotations=20, per_device_train_batch_size=4)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(pool), judge=ArithmeticJudge(),
+                               )
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    assert summary["annotations"] == 20
+    assert summary["seen"] < 64 and trainer.state.global_step < 16
+
+
+def test_unlabelled_rows_need_a_judge(tiny_backbone, tmp_path):
+    with pytest.raises(ValueError, match="24 training rows have no label: pass a `judge`"):
+        ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path), train_dataset=unlabelled(make_arithmetic_dataset(24)))
+
+
+def test_judge_down_at_start_fails_before_training(tiny_backbone, tmp_path):
+    judge = OpenAIJudge("http://127.0.0.1:9/v1", "critic", timeout=2, max_retries=0)
+    with pytest.raises(JudgeUnavailableError, match="127.0.0.1:9"):
+        ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path), train_dataset=unlabelled(make_arithmetic_dataset(8)),
+                         judge=judge)
+    assert not (tmp_path / "run" / "annotations.jsonl").exists() or not (tmp_path / "run" / "annotations.jsonl").read_text()
+
+
+# ----- real processes: a critic server, a killed trainer, two training processes -----
+
+
+@contextmanager
+def critic_server(delay: float = 0.0):
+    """The critic server of tests/critic_server.py in its own process; yields (base_url, stats, process)."""
+    process = subprocess.Popen([sys.executable, str(HERE / "critic_server.py"), "--delay", str(delay)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+
+        def stats() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+                return json.load(response)
+
+        yield f"http://127.0.0.1:{port}/v1", stats, process
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def critic_judge(base_url: str) -> OpenAIJudge:
+    return OpenAIJudge(base_url, "critic", concurrency=4, timeout=5, max_retries=1, backoff=0.01, max_tokens=64)
+
+
+def test_judge_server_dying_mid_run_stops_cleanly_and_resumes(tiny_backbone, tmp_path):
+    generated = make_arithmetic_dataset(48, seed=7)
+    args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=4)
+    with critic_server(delay=0.05) as (url, stats, process):
+        trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=critic_judge(url))
+        killer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import json, time, urllib.request, os, signal
+            while True:
+                with urllib.request.urlopen("{url[:-3]}/stats") as r:
+                    if json.load(r)["critiques"] >= 20:
+                        os.kill({process.pid}, signal.SIGKILL); break
+                time.sleep(0.01)
+            """)])
+        with pytest.raises(JudgeUnavailableError, match="resume"):
+            trainer.train()
+        killer.wait(timeout=30)
+    first_run = AnnotationStore(trainer.annotations_path).rows()
+    assert 16 <= len(first_run) < 48
+    checkpoint = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "active_learning_state_rank0.json").exists()
+
+    with critic_server() as (url, stats, _):
+        resumed = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=critic_judge(url))
+        resumed.train(resume_from_checkpoint=True)
+        asked_again = stats()["critiques"]
+    rows = AnnotationStore(trainer.annotations_path).rows()
+    assert sorted(r["id"] for r in rows) == sorted(generated["id"])  # nothing lost, no duplicates
+    assert asked_again == 48 - len(first_run)  # nothing asked twice
+    truth = dict(zip(generated["id"], generated["label"]))
+    assert all(r["label"] == truth[r["id"]] for r in rows)
+
+
+TRAIN_SCRIPT = """
+import sys
+from actprm import make_arithmetic_dataset
+from actprm.judges import OpenAIJudge, ArithmeticJudge
+from actprm.trainer import ActivePRMTrainer
+from actprm.training_args import ActivePRMConfig
+
+backbone, output_dir, judge_url = sys.argv[1], sys.argv[2], sys.argv[3]
+pool = make_arithmetic_dataset({n}, seed=8).map(lambda row: {{"label": None, "step_labels": None}})
+args = ActivePRMConfig(output_dir=output_dir, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-3,
+    num_ensemble=4, head_hidden_size=32, max_length=256, save_steps=2, report_to="none", use_cpu=True, seed=0,
+    selection="all", judge_batch_size=4, disable_tqdm=True, logging_steps=1)
+judge = ArithmeticJudge() if judge_url == "arithmetic" else OpenAIJudge(judge_url, "critic", concurrency=4, timeout=10)
+trainer = ActivePRMTrainer(backbone, args=args, train_dataset=pool, judge=judge)
+trainer.train(resume_from_checkpoint=len(sys.argv) > 4)
+summary = trainer.active_learning_summary()
+if trainer.is_world_process_zero():
+    print("SUMMARY", summary["annotations"], summary["seen"], summary["trained"], flush=True)
+"""
+
+
+def test_killed_run_resumes_without_lost_or_repeated_annotations(tiny_backbone, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT.format(n=64))
+    output_dir = tmp_path / "run"
+    with critic_server(delay=0.1) as (url, stats, _):
+        run = subprocess.Popen([sys.executable, str(script), tiny_backbone, str(output_dir), url])
+        deadline = time.time() + 240
+        while not (output_dir / "checkpoint-4").exists() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        run.kill()  # SIGKILL: no cleanup of any kind
+        run.wait()
+        assert (output_dir / "checkpoint-4").exists()
+        asked_before = stats()["critiques"]
+        answered_before = len(JudgeCache(output_dir / "judge_cache.sqlite"))  # cached the moment each arrived
+        assert 4 <= answered_before <= asked_before < 64
+
+        resumed = subprocess.run([sys.executable, str(script), tiny_backbone, str(output_dir), url, "resume"],
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        # what was answered before the kill is never asked again; only answers lost in flight are
+        assert stats()["critiques"] - asked_before == 64 - answered_before
+    rows = AnnotationStore(output_dir / "annotations.jsonl").rows()
+    assert len(rows) == len({r["id"] for r in rows}) == 64
+
+
+def test_two_processes_judge_each_trajectory_once(tiny_backbone, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT.format(n=32))
+    output_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+         str(script), tiny_backbone, str(output_dir), "arithmetic"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY")).split()
+    assert summary[1:3] == ["32", "32"]  # counters gathered over both processes
+    ranks = [{r["id"] for r in AnnotationStore(output_dir / f"annotations.rank{k}.jsonl").rows()} for k in (0, 1)]
+    assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]  # each trajectory judged by one process
+    merged = AnnotationStore(output_dir / "annotations.jsonl").rows()
+    assert sorted(r["id"] for r in merged) == sorted(ranks[0] | ranks[1]) and len(merged) == 32
