@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoConfig, AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase, Trainer
+from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -24,7 +24,7 @@ from .data.schema import CANONICAL_COLUMNS
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .metrics.processbench import processbench_scores
-from .modeling import EnsemblePRMModel
+from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import pad_step_statistics, select_confident
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
 from .training_args import ActivePRMConfig
@@ -192,19 +192,22 @@ class ActivePRMTrainer(Trainer):
 
     @staticmethod
     def _load_model(name_or_path: str, args: ActivePRMConfig, tokenizer: PreTrainedTokenizerBase) -> EnsemblePRMModel:
+        """An ensemble PRM checkpoint (ours or the ActPRM release) as it is; any other LM gets new heads."""
         init_kwargs = args.model_init_kwargs or {}
-        if AutoConfig.from_pretrained(name_or_path, **init_kwargs).model_type == EnsemblePRMModel.config_class.model_type:
-            return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
-        return EnsemblePRMModel.from_backbone(
-            name_or_path,
-            tokenizer=tokenizer,
-            separator=args.separator,
-            num_ensemble=args.num_ensemble,
-            head_hidden_size=args.head_hidden_size,
-            learning_probability=args.learning_probability,
-            regularization_lambda=args.regularization_lambda,
-            **init_kwargs,
-        )
+        try:
+            EnsemblePRMConfig.from_pretrained(name_or_path)
+        except ValueError:  # a plain language model
+            return EnsemblePRMModel.from_backbone(
+                name_or_path,
+                tokenizer=tokenizer,
+                separator=args.separator,
+                num_ensemble=args.num_ensemble,
+                head_hidden_size=args.head_hidden_size,
+                learning_probability=args.learning_probability,
+                regularization_lambda=args.regularization_lambda,
+                **init_kwargs,
+            )
+        return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
 
     def _tokenize(self, dataset: Dataset, name: str) -> Dataset:
         missing = [c for c in ("problem", "steps") if c not in dataset.column_names]
@@ -409,22 +412,18 @@ class ActivePRMTrainer(Trainer):
     # ----- logging -----
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the active-learning counters, summed over processes, to every training log."""
-        if "loss" in logs:
-            totals = {name: self._global(getattr(self.active, name)) for name in ActiveLearningState.COUNTERS}
-            logs["active/selected_fraction"] = totals["selected"] / max(totals["seen"], 1)
-            logs["active/annotations"] = totals["annotations"]
-            logs["active/judge_calls"] = totals["judge_calls"]
-            logs["active/judge_tokens"] = totals["judge_tokens"]
-            logs["active/judge_cache_hits"] = totals["judge_cache_hits"]
-            logs["active/judge_failures"] = totals["judge_failures"]
-            if totals["confident_with_label"]:
-                logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
-            if self.active.loss_steps:
-                logs["classification_loss"] = self.active.classification_loss_sum / self.active.loss_steps
-                logs["regularization_loss"] = self.active.regularization_loss_sum / self.active.loss_steps
-                self.active.classification_loss_sum = self.active.regularization_loss_sum = 0.0
-                self.active.loss_steps = 0
+        """Add the active-learning counters, summed over processes, to every log (called on all processes)."""
+        totals = self.active_learning_summary()
+        logs["active/selected_fraction"] = totals["selected"] / max(totals["seen"], 1)
+        for name in ("annotations", "judge_calls", "judge_tokens", "judge_cache_hits", "judge_failures"):
+            logs[f"active/{name}"] = totals[name]
+        if totals["confident_with_label"]:
+            logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
+        if "loss" in logs and self.active.loss_steps:
+            logs["classification_loss"] = self.active.classification_loss_sum / self.active.loss_steps
+            logs["regularization_loss"] = self.active.regularization_loss_sum / self.active.loss_steps
+            self.active.classification_loss_sum = self.active.regularization_loss_sum = 0.0
+            self.active.loss_steps = 0
         super().log(logs, start_time)
 
     def active_learning_summary(self) -> dict[str, float]:
