@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import Dataset
@@ -28,6 +28,9 @@ from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import pad_step_statistics, select_confident
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
 from .training_args import ActivePRMConfig
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 logger = logging.get_logger(__name__)
 
@@ -104,6 +107,7 @@ class ActivePRMTrainer(Trainer):
         eval_dataset: labelled data in the canonical schema; evaluation reports ProcessBench F1.
         judge: a `actprm.judges.Judge`, required when `train_dataset` has unlabelled rows.
         processing_class: the tokenizer; loaded from `model` when omitted.
+        peft_config: train LoRA adapters on the backbone instead of all its weights (needs `peft`).
     """
 
     _tag_names = ["actprm", "process-reward-model", "active-learning"]
@@ -119,6 +123,7 @@ class ActivePRMTrainer(Trainer):
         compute_metrics=None,
         callbacks=None,
         optimizers=(None, None),
+        peft_config: PeftConfig | None = None,
     ):
         args = args or ActivePRMConfig(output_dir="actprm-output")
         if isinstance(model, str):
@@ -126,6 +131,8 @@ class ActivePRMTrainer(Trainer):
             model = self._load_model(model, args, processing_class)
         if processing_class is None:
             raise ValueError("pass `processing_class` (the tokenizer) when `model` is a model object")
+        if peft_config is not None:
+            model = self._wrap_peft(model, peft_config)
         self.step_tokenizer = StepTokenizer(
             processing_class,
             model.config.separator,
@@ -208,6 +215,15 @@ class ActivePRMTrainer(Trainer):
                 **init_kwargs,
             )
         return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
+
+    @staticmethod
+    def _wrap_peft(model: EnsemblePRMModel, peft_config: PeftConfig):
+        """Adapters on the backbone (every linear layer unless targets are given); the heads train fully."""
+        from peft import get_peft_model
+
+        peft_config.target_modules = peft_config.target_modules or "all-linear"
+        peft_config.modules_to_save = sorted({*(peft_config.modules_to_save or []), "score"})
+        return get_peft_model(model, peft_config)
 
     def _tokenize(self, dataset: Dataset, name: str) -> Dataset:
         missing = [c for c in ("problem", "steps") if c not in dataset.column_names]

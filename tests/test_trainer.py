@@ -284,3 +284,19 @@ def test_two_processes_judge_each_trajectory_once(tiny_backbone, tmp_path):
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]  # each trajectory judged by one process
     merged = AnnotationStore(output_dir / "annotations.jsonl").rows()
     assert sorted(r["id"] for r in merged) == sorted(ranks[0] | ranks[1]) and len(merged) == 32
+
+
+def test_lora_adapters_train_the_backbone_cheaply_and_the_heads_fully(tiny_backbone, tmp_path):
+    from peft import LoraConfig
+
+    pool = make_arithmetic_dataset(16, seed=9)
+    trainer = ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path, selection="all"), train_dataset=pool,
+                               peft_config=LoraConfig(r=4, lora_alpha=8))
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("score" in n and "nn1" in n for n in trainable)
+    assert not any(n.endswith("embed_tokens.weight") for n in trainable)
+    heads_before = {n: p.clone() for n, p in trainer.model.named_parameters() if "score" in n and p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before, after[n]) for n, before in heads_before.items())
+    assert trainer.active_learning_summary()["trained"] == 16

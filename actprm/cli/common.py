@@ -1,0 +1,100 @@
+"""Argument dataclasses and builders shared by the ``actprm`` commands that read data or use a judge."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from datasets import Dataset
+
+from ..data import load_steps
+from ..judges import ArithmeticJudge, Judge, OpenAIJudge, OracleJudge, TransformersJudge
+
+
+@dataclass
+class DataArguments:
+    """Where the trajectories come from."""
+
+    dataset: str = field(metadata={"help": "Step data: a file, a folder or a Hub dataset id (see actprm.load_steps)."})
+    dataset_format: str | None = field(
+        default=None, metadata={"help": "processbench, prmbench, prm800k, trl, math_shepherd or jsonl; inferred if unset."}
+    )
+    dataset_split: str | None = field(default=None, metadata={"help": "Split (Hub) or file-name token (folder) to load."})
+    hide_labels: bool = field(
+        default=False, metadata={"help": "Ignore the dataset's labels: every selected trajectory goes to the judge."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N trajectories."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Labelled step data to report ProcessBench F1 on."})
+    eval_dataset_format: str | None = field(default=None, metadata={"help": "Format of --eval_dataset; inferred if unset."})
+
+    def load(self) -> Dataset:
+        """The dataset in the canonical schema, labels hidden if asked."""
+        dataset = load_steps(self.dataset, self.dataset_format, split=self.dataset_split)
+        if self.max_samples is not None:
+            dataset = dataset.select(range(min(self.max_samples, dataset.num_rows)))
+        if self.hide_labels:
+            dataset = dataset.map(lambda row: {"label": None, "step_labels": None})
+        return dataset
+
+    def load_eval(self) -> Dataset | None:
+        """The evaluation dataset, if one was given."""
+        return load_steps(self.eval_dataset, self.eval_dataset_format) if self.eval_dataset else None
+
+
+@dataclass
+class JudgeArguments:
+    """Who labels the selected trajectories."""
+
+    judge: Literal["none", "openai", "transformers", "oracle", "arithmetic"] = field(
+        default="none",
+        metadata={
+            "help": "`openai`: any OpenAI-compatible endpoint (vLLM, SGLang, TGI, transformers serve, hosted APIs); "
+            "`transformers`: a local model; `oracle`: the dataset's own labels; `arithmetic`: the synthetic "
+            "default's checker; `none`: pool mode only.",
+            "choices": ["none", "openai", "transformers", "oracle", "arithmetic"],
+        },
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "Judge model name (openai) or name/path (transformers)."})
+    judge_base_url: str | None = field(default=None, metadata={"help": "Base URL of the endpoint, e.g. http://localhost:8000/v1."})
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the endpoint's API key, if any."}
+    )
+    judge_concurrency: int = field(default=16, metadata={"help": "Requests in flight at once (openai)."})
+    judge_timeout: float = field(default=300.0, metadata={"help": "Seconds before a request is retried (openai)."})
+    judge_max_retries: int = field(default=4, metadata={"help": "Retries on 429/5xx/timeouts (openai)."})
+    judge_max_tokens: int = field(default=4096, metadata={"help": "Longest critique the judge may write."})
+    judge_temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
+    judge_num_samples: int = field(default=1, metadata={"help": "Majority vote over this many samples (openai)."})
+    judge_cache: str | None = field(default=None, metadata={"help": "sqlite cache of judge answers; default: in the output folder."})
+
+    def build(self) -> Judge | None:
+        """The judge these arguments describe (``None`` for ``--judge none``)."""
+        cache = self.judge_cache
+        if self.judge == "none":
+            return None
+        if self.judge == "oracle":
+            return OracleJudge(cache_path=cache)
+        if self.judge == "arithmetic":
+            return ArithmeticJudge(cache_path=cache)
+        if not self.judge_model:
+            raise ValueError(f"--judge {self.judge} needs --judge_model")
+        if self.judge == "transformers":
+            return TransformersJudge(
+                self.judge_model, max_new_tokens=self.judge_max_tokens, temperature=self.judge_temperature,
+                cache_path=cache,
+            )
+        if not self.judge_base_url:
+            raise ValueError("--judge openai needs --judge_base_url (e.g. http://localhost:8000/v1)")
+        return OpenAIJudge(
+            self.judge_base_url,
+            self.judge_model,
+            api_key=os.environ.get(self.judge_api_key_env),
+            concurrency=self.judge_concurrency,
+            timeout=self.judge_timeout,
+            max_retries=self.judge_max_retries,
+            max_tokens=self.judge_max_tokens,
+            temperature=self.judge_temperature,
+            num_samples=self.judge_num_samples,
+            cache_path=cache,
+        )

@@ -1,0 +1,41 @@
+"""``actprm train``: train an ensemble PRM with active learning (pool or online mode)."""
+
+from __future__ import annotations
+
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from ..trainer import ActivePRMTrainer
+from ..training_args import ActivePRMConfig
+from .common import DataArguments, JudgeArguments
+
+HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
+
+
+def main(argv: list[str]) -> int:
+    parser = TrlParser((DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig), prog="actprm train", description=HELP)
+    data_args, judge_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (a causal LM to put heads on, or an ensemble PRM checkpoint)")
+    init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
+    if model_args.dtype not in (None, "auto"):
+        init_kwargs["dtype"] = model_args.dtype
+    training_args.model_init_kwargs = {**{k: v for k, v in init_kwargs.items() if v is not None},
+                                       **(training_args.model_init_kwargs or {})}
+    trainer = ActivePRMTrainer(
+        model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=data_args.load(),
+        eval_dataset=data_args.load_eval(),
+        judge=judge_args.build(),
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    summary = trainer.active_learning_summary()
+    if trainer.is_world_process_zero():
+        print(
+            f"trained on {int(summary['trained'])} of {int(summary['seen'])} trajectories; "
+            f"{int(summary['annotations'])} annotations ({int(summary['judge_calls'])} judge calls); "
+            f"model saved to {training_args.output_dir}"
+        )
+    return 0
