@@ -20,5 +20,6 @@ from .judges import (
     TransformersJudge,
 )
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
+from .scoring import StepScorer
 from .trainer import ActivePRMTrainer
 from .training_args import ActivePRMConfig

@@ -476,3 +476,95 @@ class ActivePRMTrainer(Trainer):
                 f"{self.args.output_dir}: fix the judge and resume with train(resume_from_checkpoint=True)"
             )
         return output
+
+    # ----- Hub -----
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        finetuned_from: str | None = None,
+        dataset: str | list[str] | None = None,
+        eval_summaries: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Write the actprm model card (``README.md``) and the training report it is built from into `output_dir`.
+
+        Call on every process (the active-learning counters are summed over processes); the main one writes.
+
+        Args:
+            model_name: the model's Hub id; by default `hub_model_id` or the name of `output_dir`.
+            license: licence of the weights (a Hub licence id).
+            tags: tags added to the card's own.
+            finetuned_from: Hub id of the base model; by default the backbone's, when it came from the Hub.
+            dataset: Hub id(s) of the training data.
+            eval_summaries: ``actprm eval`` summaries (``summary.json`` contents) for the card's results.
+        """
+        from .model_card import TrainingReport, build_model_card
+
+        datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
+        report = TrainingReport.from_trainer(self, datasets=datasets)
+        if not self.is_world_process_zero():
+            return
+        report.save(self.args.output_dir)
+        card = build_model_card(
+            self.accelerator.unwrap_model(self.model).config,
+            model_name or self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name,
+            training=report,
+            eval_summaries=eval_summaries or (),
+            base_model=finetuned_from,
+            license=license,
+            tags=[tags] if isinstance(tags, str) else list(tags or []),
+        )
+        card.save(Path(self.args.output_dir) / "README.md")
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        *,
+        create_pr: bool = False,
+        **card_kwargs: Any,
+    ):
+        """Save the model, tokenizer, card and training report in `output_dir` and push them to `hub_model_id`.
+
+        The repo is `args.hub_model_id` (or the name of `output_dir` in the token owner's namespace); the
+        upload is `actprm.hub.push_model`'s: only model, tokenizer, card and report files, never
+        checkpoints, annotations or the judge cache. A missing token fails before anything is saved.
+
+        Args:
+            commit_message: the commit's title.
+            token: token with write access; by default `args.hub_token`, ``HF_TOKEN`` or ``hf auth login``.
+            revision: branch to push to (created if missing); by default `args.hub_revision`.
+            private: make a new repo private; by default `args.hub_private_repo`.
+            create_pr: open a pull request against the default branch.
+            card_kwargs: passed to `create_model_card` (``license``, ``tags``, ``dataset``, ``eval_summaries``...).
+
+        Returns:
+            The commit on the main process, ``None`` on the others.
+        """
+        from huggingface_hub import ModelCard
+
+        from .hub import full_repo_id, push_model, resolve_token
+
+        token = resolve_token(token or self.args.hub_token)
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        repo_id = self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        if self.is_world_process_zero():
+            repo_id = full_repo_id(repo_id, token)
+        self.save_model(_internal_call=True)
+        self.create_model_card(model_name=repo_id, **card_kwargs)
+        if not self.is_world_process_zero():
+            return None
+        return push_model(
+            self.args.output_dir,
+            repo_id,
+            private=bool(self.args.hub_private_repo if private is None else private),
+            revision=revision or self.args.hub_revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            token=token,
+            card=ModelCard.load(Path(self.args.output_dir) / "README.md"),
+        )

@@ -1,0 +1,93 @@
+"""``actprm push``: a trained PRM (weights, tokenizer, card) or a labelled dataset (Parquet, card) to the Hub."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+HELP = "push a trained PRM or the labelled dataset of a run to the Hugging Face Hub, with its card"
+
+
+@dataclass
+class PushArguments:
+    """Options of ``actprm push``."""
+
+    repo_id: str = field(metadata={"help": "Hub repo: namespace/name (a bare name goes to your namespace)."})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "Model folder to push (weights, config, tokenizer, training report)."}
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Labelled dataset to push: an annotations .jsonl, or the run folder holding annotations.jsonl."},
+    )
+    private: bool = field(default=False, metadata={"help": "Make a new repo private (an existing one keeps its visibility)."})
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to push to, created if missing; None: the default branch."}
+    )
+    create_pr: bool = field(default=False, metadata={"help": "Open a pull request against the default branch."})
+    commit_message: str | None = field(default=None, metadata={"help": "Title of the commit."})
+    eval_summary: list[str] | None = field(
+        default=None,
+        metadata={"help": "Model only: summary.json files (or their folders) of `actprm eval`, one per benchmark, "
+                  "for the card's results."},
+    )
+    card: str | None = field(
+        default=None, metadata={"help": "A README.md to push as the card instead of the generated one."}
+    )
+    license: str | None = field(
+        default=None, metadata={"help": "Licence (a Hub licence id such as apache-2.0) written in the generated card."}
+    )
+    source: str | None = field(
+        default=None, metadata={"help": "Dataset only: Hub id of the dataset the problems and solutions come from."}
+    )
+
+
+def _read_summary(path: str) -> dict:
+    """An ``actprm eval`` summary: the file, or ``summary.json`` in the folder."""
+    from ..evaluation import SUMMARY_FILE
+
+    file = Path(path) / SUMMARY_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no evaluation summary (the summary.json `actprm eval` wrote)")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not JSON ({error})") from None
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv``, push, print the commit URL; returns 0 (bad input raises ValueError/FileNotFoundError)."""
+    (args,) = TrlParser(PushArguments, prog="actprm push", description=HELP).parse_args_and_config(argv)
+    from huggingface_hub import DatasetCard, ModelCard
+
+    from ..hub import push_dataset, push_model
+
+    if (args.model_dir is None) == (args.dataset is None):
+        raise ValueError("pass either --model-dir or --dataset")
+    if args.dataset is not None and args.eval_summary:
+        raise ValueError("--eval-summary is a model option")
+    if args.model_dir is not None and args.source:
+        raise ValueError("--source is a dataset option")
+    if args.card is not None and not Path(args.card).is_file():
+        raise FileNotFoundError(f"{args.card}: no such card file")
+    if args.card is not None and (args.license or args.source or args.eval_summary):
+        raise ValueError("--license, --source and --eval-summary go into the generated card: not with --card")
+    options = {
+        "private": args.private,
+        "revision": args.revision,
+        "create_pr": args.create_pr,
+        "commit_message": args.commit_message,
+        "license": args.license,
+    }
+    if args.model_dir is not None:
+        card = ModelCard.load(args.card) if args.card else None
+        summaries = [_read_summary(path) for path in args.eval_summary or []]
+        commit = push_model(args.model_dir, args.repo_id, card=card, eval_summaries=summaries, **options)
+    else:
+        card = DatasetCard.load(args.card) if args.card else None
+        commit = push_dataset(args.dataset, args.repo_id, card=card, source=args.source, **options)
+    print(f"pushed: {commit.pr_url or commit.commit_url}")
+    return 0

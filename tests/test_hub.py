@@ -1,0 +1,535 @@
+"""Hub integration: cards that parse back, pushes checked at the `HfApi` boundary, loading back by Hub id.
+
+No Hub is reachable: a real (tiny) online active-learning run, real ``actprm eval`` summaries and real
+card and Parquet files are made, and the `HfApi` methods that would send them are replaced by spies
+that record what they were given. A repo "downloaded" into a Hub cache from exactly those files must
+load by its Hub id.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import load_dataset
+from huggingface_hub import (
+    CommitInfo,
+    DatasetCard,
+    DatasetCardData,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    RepoUrl,
+    constants,
+    metadata_load,
+)
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from actprm import AnnotationStore, ArithmeticJudge, EnsemblePRMModel, make_arithmetic_dataset
+from actprm.cli import main as cli
+from actprm.data import PROCESSBENCH_SUBSETS
+from actprm.evaluation import evaluate_prmbench, evaluate_processbench
+from actprm.hub import push_dataset, push_model, save_dataset_folder
+from actprm.judges import ANNOTATION_FEATURES
+from actprm.model_card import (
+    CARD_TAGS,
+    DATASET_CARD_TEMPLATE,
+    MODEL_CARD_TEMPLATE,
+    TRAINING_REPORT_FILE,
+    TrainingReport,
+    build_dataset_card,
+    eval_results_from_summaries,
+)
+from actprm.scoring import StepScorer
+from actprm.trainer import ActivePRMTrainer
+from actprm.training_args import ActivePRMConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_testTokenThatMustNeverBeShown0123456789"
+MODEL_FILES = [
+    "README.md", TRAINING_REPORT_FILE, "chat_template.jinja", "config.json", "model.safetensors",
+    "tokenizer.json", "tokenizer_config.json",
+]  # fmt: skip
+
+
+# ----- a real run, real evaluation summaries -----
+
+
+@pytest.fixture(scope="module")
+def run(tiny_backbone, tmp_path_factory):
+    """An online run (ArithmeticJudge labels what the ensemble is unsure of) saved with its card and report."""
+    output_dir = tmp_path_factory.mktemp("run")
+    pool = make_arithmetic_dataset(8, seed=3).map(lambda row: {"label": None, "step_labels": None})
+    args = ActivePRMConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-3,
+        num_ensemble=2, head_hidden_size=8, max_length=256, save_strategy="no", report_to="none", use_cpu=True,
+        seed=0, disable_tqdm=True, judge_batch_size=4, max_annotations=100,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool, judge=ArithmeticJudge())
+    trainer.train()
+    trainer.save_model()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def summaries(run, shared_data, tmp_path_factory):
+    """``actprm eval`` summaries of the run's model on small ProcessBench and PRMBench slices."""
+    folder = tmp_path_factory.mktemp("benchmarks")
+    (folder / "processbench").mkdir()
+    for subset in PROCESSBENCH_SUBSETS:
+        records = json.loads((shared_data / "processbench" / f"{subset}.json").read_text())
+        chosen = [r for r in records if r["label"] == -1][:2] + [r for r in records if r["label"] != -1][:2]
+        (folder / "processbench" / f"{subset}.json").write_text(json.dumps(chosen))
+    (folder / "prmbench").mkdir()
+    for name in ("prm800k_test_p1_4o_circular.jsonl", "prm800k_test_p1_4o_redundency.jsonl"):
+        lines = (shared_data / "prmbench" / name).read_text().splitlines(keepends=True)[:3]
+        (folder / "prmbench" / name).write_text("".join(lines))
+    scorer = StepScorer.from_pretrained(run.args.output_dir)
+    options = {"batch_size": 4, "show_progress": False}
+    processbench = evaluate_processbench(scorer, folder / "processbench", output_dir=folder / "eval-pb", **options)
+    prmbench = evaluate_prmbench(scorer, folder / "prmbench", output_dir=folder / "eval-prm", **options)
+    return {"processbench": processbench, "prmbench": prmbench, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def model_dir(run, summaries):
+    """The run's folder with the card the trainer wrote (evaluation results included)."""
+    run.create_model_card(
+        license="apache-2.0", dataset="user/arithmetic-pool",
+        eval_summaries=[summaries["processbench"], summaries["prmbench"]],
+    )  # fmt: skip
+    return Path(run.args.output_dir)
+
+
+# ----- the HfApi boundary -----
+
+
+class HubSpy:
+    """Stands in for the Hub: records every call of the replaced `HfApi` methods, with the files sent."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+        self.tokens: list[str | None] = []
+
+    def named(self, method: str) -> list[dict]:
+        return [kwargs for name, kwargs in self.calls if name == method]
+
+    def sent_files(self) -> dict[str, bytes]:
+        (commit,) = self.named("create_commit") or self.named("upload_folder")
+        return commit["files"]
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        spy = self
+
+        def record(api: HfApi, method: str, **kwargs) -> None:
+            spy.calls.append((method, kwargs))
+            spy.tokens.append(api.token)
+
+        def create_repo(api, repo_id, **kwargs):
+            record(api, "create_repo", repo_id=repo_id, **kwargs)
+            prefix = "datasets/" if kwargs.get("repo_type") == "dataset" else ""
+            return RepoUrl(f"{constants.ENDPOINT}/{prefix}{repo_id}")
+
+        def create_branch(api, repo_id, **kwargs):
+            record(api, "create_branch", repo_id=repo_id, **kwargs)
+
+        def create_commit(api, repo_id, operations, **kwargs):
+            files = {}
+            for operation in operations:
+                with operation.as_file() as file:
+                    files[operation.path_in_repo] = file.read()
+            record(api, "create_commit", repo_id=repo_id, files=files, **kwargs)
+            return commit_info(repo_id, kwargs)
+
+        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+            folder = Path(folder_path)
+            files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+            record(api, "upload_folder", repo_id=repo_id, files=files, **kwargs)
+            return commit_info(repo_id, kwargs)
+
+        def whoami(api, token=None):
+            record(api, "whoami")
+            return {"name": "me", "type": "user"}
+
+        def commit_info(repo_id: str, kwargs: dict) -> CommitInfo:
+            url = f"{constants.ENDPOINT}/{'datasets/' if kwargs.get('repo_type') == 'dataset' else ''}{repo_id}"
+            return CommitInfo(
+                commit_url=f"{url}/commit/{'0' * 40}", commit_message=kwargs["commit_message"], commit_description="",
+                oid="0" * 40, pr_url=f"{url}/discussions/1" if kwargs.get("create_pr") else None,
+            )  # fmt: skip
+
+        for method in (create_repo, create_branch, create_commit, upload_folder, whoami):
+            monkeypatch.setattr(HfApi, method.__name__, method)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    spy = HubSpy()
+    spy.install(monkeypatch)
+    return spy
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    """A machine where nobody logged in: no HF_TOKEN and no token file."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def snapshot(files: dict[str, bytes], cache_dir: Path, repo_id: str) -> Path:
+    """Lay ``files`` out as the Hub cache does after a download of ``repo_id`` at ``main``."""
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    commit = "1" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name, content in files.items():
+        path = repo / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return repo / "snapshots" / commit
+
+
+# ----- cards -----
+
+
+def test_model_card_parses_back_with_training_statistics_and_eval_results(run, model_dir, summaries):
+    readme = model_dir / "README.md"
+    card = ModelCard.load(readme)  # strict: a bad model-index raises
+    metadata = metadata_load(readme)
+    ModelCardData(**metadata)  # the offline metadata checks of huggingface_hub
+    assert metadata["library_name"] == "actprm" and metadata["license"] == "apache-2.0"
+    assert metadata["datasets"] == ["user/arithmetic-pool"]
+    assert set(CARD_TAGS) <= set(metadata["tags"])
+    assert "base_model" not in metadata  # the backbone is a local folder, not a Hub model
+
+    name, results = model_index_to_eval_results(metadata["model-index"])
+    assert name == card.data.model_name == model_dir.name
+    assert results == eval_results_from_summaries([summaries["processbench"], summaries["prmbench"]])
+    for result in results:
+        summary = summaries["processbench"] if result.dataset_name == "ProcessBench" else summaries["prmbench"]
+        scores = summary["per_subset"][result.dataset_split] if result.dataset_split else summary.get("average", summary)
+        assert result.metric_value == pytest.approx(100 * scores[result.metric_type], abs=0.005)
+    splits = {r.dataset_split for r in results if r.dataset_name == "ProcessBench"}
+    assert splits == {*PROCESSBENCH_SUBSETS, None}
+
+    statistics = {name: int(value) for name, value in run.active_learning_summary().items()}
+    report = TrainingReport.load(model_dir)
+    assert report.statistics == statistics and report.mode == "online" and report.judge == "arithmetic"
+    assert report.pool_size == 8 and report.hyperparameters["training_steps"] == run.state.global_step
+    text = card.text
+    assert f"| Trajectories seen | {statistics['seen']} |" in text
+    assert f"| Annotated | {statistics['annotations']} |" in text
+    assert f"| Judge tokens | {statistics['judge_tokens']} |" in text
+    assert "judge `arithmetic`" in text and "standard deviation <= 0.01" in text and "mean probability >= 0.9" in text
+    gsm8k = summaries["processbench"]["per_subset"]["gsm8k"]
+    expected_row = "| gsm8k | 4 | {:.1f} | {:.1f} |".format(100 * gsm8k["error_acc"], 100 * gsm8k["correct_acc"])
+    assert expected_row in text
+    for classification in summaries["prmbench"]["per_classification"]:
+        assert f"| {classification} |" in text
+    for arxiv in ("2504.10559", "2412.06559", "2501.03124"):
+        assert f"arXiv:{arxiv}" in text
+    assert str(ModelCard(str(card))) == str(card)  # stable under a parse and re-render
+
+
+def test_model_card_snippets_load_and_score_by_hub_id(model_dir, hub, tmp_path):
+    """The card's two snippets, run as they are on a machine whose Hub cache holds what was pushed."""
+    push_model(model_dir, "user/tiny-prm", license="apache-2.0")
+    cache = tmp_path / "hub-cache"
+    snapshot(hub.sent_files(), cache, "user/tiny-prm")
+    readme = hub.sent_files()["README.md"].decode()
+    snippets = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(snippets) == 2 and all('"user/tiny-prm"' in s for s in snippets)
+    report = "import json\nprint('RESULT', json.dumps({'results': results, 'model': type(model).__name__}))\n"
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join([*snippets, report])], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert output["model"] == "EnsemblePRMModel"  # AutoModel, after `import actprm`, without trust_remote_code
+    (result,) = output["results"]
+    example = re.search(r"scorer\.score\(\[\n\s*(\{.*\}),\n\]\)", snippets[0]).group(1)
+    expected = StepScorer.from_pretrained(model_dir).score([ast.literal_eval(example)], show_progress=False)[0]
+    assert result["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    assert result["first_error"] == expected["first_error"]
+
+
+def test_dataset_card_describes_labels_and_parses_back(model_dir):
+    dataset = AnnotationStore(model_dir / "annotations.jsonl").to_dataset()
+    card = build_dataset_card(
+        dataset, "user/labels", training=TrainingReport.load(model_dir), license="mit", source="user/arithmetic-pool"
+    )
+    parsed = DatasetCard(str(card))
+    DatasetCardData(**parsed.data.to_dict())
+    assert parsed.data.license == "mit" and parsed.data.size_categories == ["n<1K"]
+    assert parsed.data.annotations_creators == "machine-generated" and set(CARD_TAGS) <= set(parsed.data.tags)
+    text = parsed.text
+    assert f"| Solutions | {dataset.num_rows} |" in text
+    assert f"| Steps | {sum(len(s) for s in dataset['steps'])} |" in text
+    for label, count in Counter(dataset["label"]).items():
+        assert f"| {label} | {count} |" in text
+    good = sum(row.count(1) for row in dataset["step_labels"])
+    assert f"| 1 (good) | {good} |" in text
+    assert f"`arithmetic` ({dataset.num_rows})" in text and "standard deviation <= 0.01" in text
+    assert "[user/arithmetic-pool](https://huggingface.co/datasets/user/arithmetic-pool)" in text
+    for column in ANNOTATION_FEATURES:
+        assert f"| `{column}` |" in text
+
+
+def test_card_templates_are_found_in_a_non_editable_install(tmp_path):
+    """A wheel installed in a virtual environment reads the templates from its own files, not from this checkout.
+
+    The environment sees the system's packages, but pip leaves an installation outside it alone.
+    """
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.cfg", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for folder in ("actprm", "hub_cards"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation", "--no-index"]
+    done = subprocess.run([*install, "-q", str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shutil.rmtree(source)
+    probe = (
+        "import actprm.model_card as m; "
+        f"print(m.__file__); print(m.card_template_path({MODEL_CARD_TEMPLATE!r})); "
+        f"print(m.card_template_path({DATASET_CARD_TEMPLATE!r}))"
+    )
+    done = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module, model_template, dataset_template = map(Path, done.stdout.split())
+    assert module.is_relative_to(venv)
+    for template, name in ((model_template, MODEL_CARD_TEMPLATE), (dataset_template, DATASET_CARD_TEMPLATE)):
+        assert template.resolve().is_relative_to(venv)
+        assert template.read_text() == (REPO_ROOT / "hub_cards" / name).read_text()
+
+
+# ----- pushing a model -----
+
+
+def test_push_model_sends_the_model_tokenizer_and_card_only(model_dir, hub, summaries, capsys, caplog):
+    commit = push_model(
+        model_dir, "user/tiny-prm", private=True, revision="experiment", commit_message="First PRM",
+        eval_summaries=[summaries["processbench"]], license="apache-2.0",
+    )  # fmt: skip
+    assert [name for name, _ in hub.calls] == ["create_repo", "create_branch", "create_commit"]
+    assert hub.named("create_repo") == [{"repo_id": "user/tiny-prm", "repo_type": "model", "private": True, "exist_ok": True}]
+    assert hub.named("create_branch") == [
+        {"repo_id": "user/tiny-prm", "branch": "experiment", "repo_type": "model", "exist_ok": True}
+    ]
+    (sent,) = hub.named("create_commit")
+    assert {k: v for k, v in sent.items() if k != "files"} == {
+        "repo_id": "user/tiny-prm", "commit_message": "First PRM", "repo_type": "model", "revision": "experiment",
+        "create_pr": False,
+    }  # fmt: skip
+    assert sorted(sent["files"]) == MODEL_FILES  # no annotations, judge cache or training_args.bin
+    assert {"annotations.jsonl", "judge_cache.sqlite"} <= {p.name for p in model_dir.iterdir()}
+    for name in MODEL_FILES[1:]:
+        assert sent["files"][name] == (model_dir / name).read_bytes()
+    card = ModelCard(sent["files"]["README.md"].decode())
+    assert card.data.model_name == "user/tiny-prm" and card.data.license == "apache-2.0"
+    assert {r.dataset_name for r in card.data.eval_results} == {"ProcessBench"}
+    assert 'StepScorer.from_pretrained("user/tiny-prm")' in card.text
+    assert commit.commit_url.startswith("https://huggingface.co/user/tiny-prm/commit/")
+    assert hub.tokens == [TOKEN] * 3
+    everything = b"".join(sent["files"].values()).decode("utf-8", "replace") + str(capsys.readouterr()) + caplog.text
+    assert TOKEN not in everything
+
+
+def test_pushed_model_loads_by_hub_id(model_dir, hub, tmp_path):
+    push_model(model_dir, "user/tiny-prm")
+    cache = tmp_path / "hub-cache"
+    snapshot(hub.sent_files(), cache, "user/tiny-prm")
+    options = {"cache_dir": cache, "local_files_only": True}
+    loaded = EnsemblePRMModel.from_pretrained("user/tiny-prm", **options)
+    assert "auto_map" not in loaded.config.to_dict()
+    local = EnsemblePRMModel.from_pretrained(model_dir).state_dict()
+    assert loaded.state_dict().keys() == local.keys()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, local[name]), name
+    items = make_arithmetic_dataset(3, seed=9, split="test")
+    by_id = StepScorer.from_pretrained("user/tiny-prm", **options).score(items, show_progress=False)
+    by_path = StepScorer.from_pretrained(model_dir).score(items, show_progress=False)
+    assert [r["scores"] for r in by_id] == [r["scores"] for r in by_path]
+
+
+def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tmp_path):
+    monkeypatch.setattr(run.args, "hub_model_id", "user/from-trainer")
+    monkeypatch.setattr(run.args, "output_dir", str(tmp_path / "pushed"))
+    commit = run.push_to_hub(create_pr=True, license="apache-2.0", tags=["arithmetic"])
+    assert commit.pr_url == "https://huggingface.co/user/from-trainer/discussions/1"
+    assert hub.named("create_repo") == [{"repo_id": "user/from-trainer", "repo_type": "model", "private": False, "exist_ok": True}]
+    assert hub.named("create_branch") == []
+    (sent,) = hub.named("create_commit")
+    assert sent["create_pr"] is True and sent["revision"] is None and sent["commit_message"] == "End of training"
+    output_dir = Path(run.args.output_dir)
+    assert sent["files"]["README.md"] == (output_dir / "README.md").read_bytes()
+    card = ModelCard(sent["files"]["README.md"].decode())
+    assert card.data.model_name == "user/from-trainer" and "arithmetic" in card.data.tags
+    report = json.loads(sent["files"][TRAINING_REPORT_FILE])
+    assert report["statistics"] == {k: int(v) for k, v in run.active_learning_summary().items()}
+
+
+def test_bare_repo_name_goes_to_the_token_owner(model_dir, hub):
+    push_model(model_dir, "tiny-prm")
+    assert [name for name, _ in hub.calls] == ["whoami", "create_repo", "create_commit"]
+    assert hub.named("create_commit")[0]["repo_id"] == "me/tiny-prm"
+    assert 'from_pretrained("me/tiny-prm")' in hub.sent_files()["README.md"].decode()
+
+
+# ----- pushing a dataset -----
+
+
+def test_push_dataset_sends_parquet_shards_and_card_as_datasets_does(model_dir, hub, tmp_path):
+    commit = push_dataset(
+        model_dir, "user/labels", private=True, revision="v1", commit_message="Labels", license="mit",
+        source="user/arithmetic-pool",
+    )  # fmt: skip
+    assert [name for name, _ in hub.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert hub.named("create_repo") == [{"repo_id": "user/labels", "repo_type": "dataset", "private": True, "exist_ok": True}]
+    assert hub.named("create_branch") == [{"repo_id": "user/labels", "branch": "v1", "repo_type": "dataset", "exist_ok": True}]
+    (sent,) = hub.named("upload_folder")
+    assert {k: v for k, v in sent.items() if k != "files"} == {
+        "repo_id": "user/labels", "repo_type": "dataset", "revision": "v1", "create_pr": False,
+        "commit_message": "Labels", "delete_patterns": "data/train-*",
+    }  # fmt: skip
+    assert sorted(sent["files"]) == ["README.md", "data/train-00000-of-00001.parquet"]
+    assert commit.commit_url.startswith("https://huggingface.co/datasets/user/labels/commit/")
+
+    repo = tmp_path / "labels"
+    for name, content in sent["files"].items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(content)
+    loaded = load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "cache"))
+    stored = AnnotationStore(model_dir / "annotations.jsonl").to_dataset()
+    assert loaded.features == ANNOTATION_FEATURES == stored.features
+    assert loaded.to_list() == stored.to_list()
+    card = DatasetCard.load(repo / "README.md")
+    assert card.data.license == "mit" and card.data.configs[0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
+    assert card.data.dataset_info["splits"] == [
+        {"name": "train", "num_bytes": stored.data.nbytes, "num_examples": stored.num_rows}
+    ]
+    assert "standard deviation <= 0.01" in card.text  # the run's selection rule, from the report beside the file
+    assert TOKEN not in "".join(content.decode("utf-8", "replace") for content in sent["files"].values())
+
+
+def test_large_datasets_are_sharded_like_push_to_hub(tmp_path):
+    store = AnnotationStore(tmp_path / "annotations.jsonl")
+    items = make_arithmetic_dataset(8, seed=4)
+    store.extend(items, ArithmeticJudge().annotate([{k: r[k] for k in ("id", "problem", "steps")} for r in items]))
+    dataset = store.to_dataset()
+    card = build_dataset_card(dataset, "user/labels")
+    assert "**Selection.** Not recorded." in card.text and "Licence: not stated" in card.text
+    files = save_dataset_folder(dataset, tmp_path / "repo", card, max_shard_size=dataset.data.nbytes // 3 + 1)
+    assert files == ["README.md", *(f"data/train-0000{i}-of-00003.parquet" for i in range(3))]
+    assert load_dataset(str(tmp_path / "repo"), split="train", cache_dir=str(tmp_path / "cache")).to_list() == dataset.to_list()
+
+
+# ----- missing token, bad input -----
+
+
+def test_missing_token_fails_before_any_work(run, model_dir, no_token, monkeypatch):
+    spy = HubSpy()
+    spy.install(monkeypatch)
+    before = {path: path.stat().st_mtime_ns for path in model_dir.rglob("*")}
+    message = "no Hugging Face token: set HF_TOKEN, run `hf auth login`"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        push_model(model_dir, "user/tiny-prm")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        push_dataset(model_dir, "user/labels")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run.push_to_hub()
+    assert spy.calls == []
+    assert {path: path.stat().st_mtime_ns for path in model_dir.rglob("*")} == before  # nothing saved or written
+
+
+def test_token_from_hf_auth_login_is_used(model_dir, no_token, monkeypatch, tmp_path):
+    spy = HubSpy()
+    spy.install(monkeypatch)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    push_model(model_dir, "user/tiny-prm")
+    assert spy.tokens == [TOKEN, TOKEN]
+
+
+def test_bad_push_input_is_refused_before_any_call(model_dir, hub, tmp_path):
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(model_dir / name, incomplete / name)
+    with pytest.raises(FileNotFoundError, match="lacks tokenizer"):
+        push_model(incomplete, "user/tiny-prm")
+    with pytest.raises(ValueError, match="pull request is always opened against 'main'"):
+        push_model(model_dir, "user/tiny-prm", revision="dev", create_pr=True)
+    with pytest.raises(ValueError, match="Repo id must"):
+        push_model(model_dir, "user/tiny/prm")
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm8k'"):
+        push_model(model_dir, "user/tiny-prm", eval_summaries=[{"benchmark": "gsm8k"}])
+    with pytest.raises(ValueError, match="ProcessBench summary lacks per_subset, average"):
+        push_model(model_dir, "user/tiny-prm", eval_summaries=[{"benchmark": "processbench", "threshold": 0.5}])
+    missing = tmp_path / "elsewhere" / "annotations.jsonl"
+    with pytest.raises(FileNotFoundError, match="no annotations file"):
+        push_dataset(missing, "user/labels")
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="holds no annotation"):
+        push_dataset(empty, "user/labels")
+    assert hub.calls == []
+
+
+# ----- the CLI -----
+
+
+def test_cli_pushes_a_model_and_a_dataset(model_dir, summaries, hub, capsys):
+    folder = summaries["folder"]
+    code = cli([
+        "push", "--model-dir", str(model_dir), "--repo-id", "user/tiny-prm", "--private", "--revision", "b1",
+        "--commit-message", "From the CLI", "--eval-summary", str(folder / "eval-pb" / "summary.json"),
+        str(folder / "eval-prm"), "--license", "apache-2.0",
+    ])  # fmt: skip
+    assert code == 0
+    assert capsys.readouterr().out.strip() == f"pushed: https://huggingface.co/user/tiny-prm/commit/{'0' * 40}"
+    (sent,) = hub.named("create_commit")
+    assert sent["revision"] == "b1" and sent["commit_message"] == "From the CLI"
+    assert hub.named("create_repo")[0]["private"] is True
+    card = ModelCard(sent["files"]["README.md"].decode())
+    assert {r.dataset_name for r in card.data.eval_results} == {"ProcessBench", "PRMBench"}
+
+    code = cli(["push", "--dataset", str(model_dir / "annotations.jsonl"), "--repo-id", "user/labels", "--create-pr"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == "pushed: https://huggingface.co/datasets/user/labels/discussions/1"
+    (sent,) = hub.named("upload_folder")
+    assert sent["create_pr"] is True and sent["revision"] is None
+
+
+def test_cli_bad_input_and_missing_token_give_one_line_errors(model_dir, no_token, capsys):
+    assert cli(["push", "--model-dir", str(model_dir), "--repo-id", "user/tiny-prm"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no Hugging Face token" in error
+    assert cli(["push", "--repo-id", "user/x"]) == 2
+    assert "pass either --model-dir or --dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["push", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--model-dir", "--dataset", "--repo-id", "--private", "--revision", "--create-pr", "--commit-message"):
+        assert flag in help_text
