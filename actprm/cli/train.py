@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..trainer import ActivePRMTrainer
@@ -11,11 +13,31 @@ from .common import DataArguments, JudgeArguments
 HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
 
 
+@dataclass
+class RunArguments:
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Parse everything, load the data and build the judge, print the plan, and stop before "
+                  "loading the model or calling the judge."},
+    )
+
+
 def main(argv: list[str]) -> int:
-    parser = TrlParser((DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig), prog="actprm train", description=HELP)
-    data_args, judge_args, training_args, model_args = parser.parse_args_and_config(argv)
+    parser = TrlParser(
+        (DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig, RunArguments), prog="actprm train", description=HELP
+    )
+    data_args, judge_args, training_args, model_args, run_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a causal LM to put heads on, or an ensemble PRM checkpoint)")
+    train_dataset, judge = data_args.load(), judge_args.build()
+    if run_args.dry_run:
+        labelled = sum(label is not None for label in train_dataset["label"])
+        print(
+            f"dry run: would train {model_args.model_name_or_path} ({training_args.num_ensemble} heads, selection "
+            f"{training_args.selection}) on {train_dataset.num_rows} trajectories ({labelled} labelled) from "
+            f"{data_args.dataset}, judge {judge!r}, output in {training_args.output_dir}"
+        )
+        return 0
     init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
     if model_args.dtype not in (None, "auto"):
         init_kwargs["dtype"] = model_args.dtype
@@ -24,9 +46,9 @@ def main(argv: list[str]) -> int:
     trainer = ActivePRMTrainer(
         model_args.model_name_or_path,
         args=training_args,
-        train_dataset=data_args.load(),
+        train_dataset=train_dataset,
         eval_dataset=data_args.load_eval(),
-        judge=judge_args.build(),
+        judge=judge,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
