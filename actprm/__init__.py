@@ -10,6 +10,7 @@ from .data import (
     to_trl_stepwise,
 )
 from .default_backbone import default_backbone
+from .evaluation import evaluate_prmbench, evaluate_processbench
 from .metrics import load_metric
 from .judges import (
     AnnotationStore,

@@ -1,6 +1,11 @@
 """Shared fixtures: the real benchmark data beside the checkout and the embedded tiny backbone."""
 
 import os
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,3 +28,40 @@ def tiny_backbone() -> str:
     from actprm.default_backbone import default_backbone
 
     return default_backbone()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(command: list[str], ready_url: str, log_path: Path, *, env=None, startup_seconds: float = 120):
+    """Run a server as a real process until ``ready_url`` answers; stop it on exit. Yields the process.
+
+    Fails the test with the end of the server's log when it exits or does not answer in time.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{command[1:3]} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                urllib.request.urlopen(ready_url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{command[1:3]} did not answer within {startup_seconds} s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port, server_process
+
 from actprm.data import StepDataError, make_arithmetic_dataset
 from actprm.judges import (
     PROMPT_VERSION,
@@ -527,41 +529,15 @@ def test_check_available_names_the_server_when_it_is_down():
 # OpenAIJudge against a real `transformers serve` with the tiny backbone
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def transformers_serve(model_path: str, log_path: Path):
     """`transformers serve` pinned to ``model_path`` on a free local port; yields (base_url, process)."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_path]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with server_process(command, f"http://127.0.0.1:{port}/health", log_path, env=env) as process:
         yield f"http://127.0.0.1:{port}/v1", process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,15 @@ headless Chromium (Debian's ``chromium``, driven by Playwright) against it, offl
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import gradio as gr
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+
+from conftest import free_port, server_process
 
 from actprm.cli import main as cli_main
 from actprm.data import SAMPLES_DIR, load_steps
@@ -44,16 +42,10 @@ STARTUP_SECONDS = 180
 PAGE_TIMEOUT_MS = 30_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     """``python spaces/app.py`` on a free local port: yields ``(url, server log path)``."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -66,30 +58,9 @@ def space(tmp_path_factory):
     env.pop(TRUST_REMOTE_CODE_ENV, None)
     log_path = tmp_path_factory.mktemp("space") / "server.log"
     url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "spaces" / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"spaces/app.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"spaces/app.py did not answer within {STARTUP_SECONDS} s:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.5)
+    command = [sys.executable, str(REPO_ROOT / "spaces" / "app.py")]
+    with server_process(command, url, log_path, env=env, startup_seconds=STARTUP_SECONDS):
         yield url, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +193,7 @@ def test_parse_steps(text, steps):
 
 def test_cli_reports_a_missing_model_without_serving(tmp_path, capsys):
     missing = tmp_path / "no-such-model"
-    assert cli_main(["space", "--model", str(missing), "--port", str(_free_port())]) == 2
+    assert cli_main(["space", "--model", str(missing), "--port", str(free_port())]) == 2
     assert f"actprm space: error: {missing}" in capsys.readouterr().err
 
 

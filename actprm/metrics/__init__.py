@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._checks import check_threshold
 from .prmbench import CORRECT_CLASSIFICATION, VALIDITY_THRESHOLD, prmbench_scores, validity_labels
 from .processbench import (
     DEFAULT_CANDIDATES,
@@ -40,6 +41,7 @@ def load_metric(name: Literal["processbench", "prmbench"], **kwargs: Any) -> eva
 
 
 __all__ = [
+    "check_threshold",
     "CORRECT_CLASSIFICATION",
     "DEFAULT_CANDIDATES",
     "DEFAULT_THRESHOLD",
