@@ -442,9 +442,9 @@ class ActivePRMTrainer(Trainer):
             self.active.loss_steps = 0
         super().log(logs, start_time)
 
-    def active_learning_summary(self) -> dict[str, float]:
+    def active_learning_summary(self) -> dict[str, int]:
         """The counters summed over processes (call on every process)."""
-        return {name: self._global(getattr(self.active, name)) for name in ActiveLearningState.COUNTERS}
+        return {name: int(self._global(getattr(self.active, name))) for name in ActiveLearningState.COUNTERS}
 
     # ----- checkpoints -----
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import free_port
+
 from actprm import make_arithmetic_dataset
 from actprm.judges import AnnotationStore, ArithmeticJudge, JudgeCache, JudgeUnavailableError, OpenAIJudge
 from actprm.trainer import ActivePRMTrainer
@@ -273,7 +275,7 @@ def test_two_processes_judge_each_trajectory_once(tiny_backbone, tmp_path):
     output_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          str(script), tiny_backbone, str(output_dir), "arithmetic"],
         capture_output=True, text=True, timeout=600, env=env,
     )
