@@ -11,6 +11,7 @@ from .data import (
 )
 from .default_backbone import default_backbone
 from .evaluation import evaluate_prmbench, evaluate_processbench
+from .filtering import TrajectoryPool, filter_pool
 from .metrics import load_metric
 from .judges import (
     AnnotationStore,

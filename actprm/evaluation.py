@@ -26,6 +26,7 @@ from typing import Any
 from accelerate import PartialState
 from datasets import Dataset
 
+from .distributed import process_state
 from .data import PROCESSBENCH_SUBSETS, load_steps
 from .metrics import (
     DEFAULT_THRESHOLD,
@@ -203,7 +204,7 @@ def _score_missing(
 
     Returns the predictions and how many items this run scored (over all processes).
     """
-    state = PartialState()
+    state = process_state()
     output_dir.mkdir(parents=True, exist_ok=True)
     _check_same_scorer(output_dir, scorer, state)
     done = _read_predictions(output_dir)
@@ -280,7 +281,7 @@ def _finish(
     output_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], item_fields: tuple[str, ...], table: str
 ) -> None:
     """On the main process: merge all predictions into one file (keeping items of other runs) and write the reports."""
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         evaluated = {row["id"] for row in rows}
         others = [

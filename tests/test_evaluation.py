@@ -308,7 +308,7 @@ def test_accelerate_launch_shards_the_missing_items(model_dir, scored_dir, proce
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--cpu",
+        "--multi_gpu",
         "--num_processes",
         "2",
         "--num_machines",

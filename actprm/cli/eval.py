@@ -66,12 +66,10 @@ def main(argv: list[str]) -> int:
     The threshold and the data are checked before the model is loaded, so bad input fails at once.
     """
     (args,) = TrlParser(EvalArguments, prog="actprm eval", description=HELP).parse_args_and_config(argv)
-    from accelerate import PartialState
-
     from ..data import load_steps
+    from ..distributed import process_state
     from ..evaluation import BENCHMARK_DATA, TABLE_FILE, evaluate_prmbench, evaluate_processbench
-    from ..metrics import DEFAULT_THRESHOLD
-    from ..metrics import check_threshold
+    from ..metrics import DEFAULT_THRESHOLD, check_threshold
     from ..scoring import StepScorer
 
     if args.benchmark == "prmbench" and (args.subsets or args.calibrate):
@@ -88,7 +86,7 @@ def main(argv: list[str]) -> int:
     for escape, character in ESCAPES.items():
         separator = separator and separator.replace(escape, character)
 
-    state = PartialState()
+    state = process_state()
     scorer = StepScorer.from_pretrained(
         args.model,
         trust_remote_code=args.trust_remote_code,

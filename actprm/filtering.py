@@ -1,0 +1,388 @@
+"""Confidence filtering of a large trajectory pool: score it with an ensemble PRM, keep what it is unsure of.
+
+The paper's last stage: a trained ensemble scores every step of a pool of trajectories (over a
+million) and the trajectories it is *not* confident about by the trainer's rule (`select_confident`
+with ``pred_threshold`` and ``std_threshold``) are kept for labelling and further training.
+
+The pool is read shard by shard, never whole:
+
+- a folder: each ``.json``/``.jsonl``/``.parquet`` file is a shard, loaded with `load_steps`;
+- a single file, a Hub dataset id (streamed with ``datasets``) or an `IterableDataset`: a stream cut
+  into shards of ``shard_size`` trajectories.
+
+Under ``accelerate launch --multi_gpu --num_processes N -m actprm.cli filter ...`` (or ``torchrun``; on a
+machine without an accelerator the processes share its CPUs; ``--cpu`` starts a single one) shard ``k``
+goes to process ``k % N``. Each finished shard is
+written to ``output_dir/data/<shard>.parquet`` (the kept trajectories in the canonical schema, their
+own extra columns, and ``scores``, ``stds``, ``predicted_first_error``, ``truncated``), then marked
+done in ``output_dir/done/<shard>.json``, both through a temporary file and a rename. A rerun skips
+the shards marked done and redoes the others, so an interrupted run resumes at shard granularity.
+``summary.json`` counts the trajectories seen and kept, overall and per shard; ``filter.json``
+keeps the settings, and a rerun with other settings is refused. ``output_dir`` must be visible to
+every process; ``load_steps(output_dir / "data")`` reads the result back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import count, islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from datasets import Dataset, Features, IterableDataset, IterableDatasetDict, List, Value, load_dataset
+from tqdm.auto import tqdm
+
+from .distributed import process_state
+from .data import load_steps
+from .data.loaders import CONVERTERS, FORMATS, HUB_FORMATS, _data_files, infer_format_from_record
+from .data.records import OnError, RawRecord, RecordErrors, build_dataset, read_records
+from .scoring import StepScorer
+from .selection import pad_step_statistics, select_confident
+
+DATA_DIR = "data"
+DONE_DIR = "done"
+SUMMARY_FILE = "summary.json"
+SETTINGS_FILE = "filter.json"
+SCORE_FEATURES = Features(
+    {
+        "scores": List(Value("float32")),
+        "stds": List(Value("float32")),
+        "predicted_first_error": Value("int64"),
+        "truncated": Value("bool"),
+    }
+)
+"""Columns the filter adds to each kept trajectory (the scorer's float32 outputs, stored exactly)."""
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class PoolShard:
+    """One unit of work: its name (that of its output files) and how to load it as a canonical `Dataset`."""
+
+    name: str
+    load: Callable[[], Dataset]
+
+
+class TrajectoryPool:
+    """A pool of trajectories in any format `load_steps` reads, handed out shard by shard.
+
+    Args:
+        source: a folder of data files (one shard each), a single data file or a Hub dataset id
+            (streamed and cut into shards of ``shard_size``), or an `IterableDataset`.
+        format: one of `actprm.data.FORMATS`; inferred from the first record when omitted.
+        split: in a folder, keep the files whose name has this token; on the Hub, the split to stream.
+        shard_size: trajectories per shard of a stream (a folder's shards are its files).
+        on_error: ``"raise"`` or ``"skip"`` malformed records, as in `load_steps`.
+
+    Every process reads a stream through, converting only its own shards; a folder spreads the reading too.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist and is no Hub id, or a folder without data files.
+        ValueError: for an unknown format, ``shard_size`` < 1, or two files of a folder with the same stem.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | IterableDataset,
+        format: str | None = None,
+        *,
+        split: str | None = None,
+        shard_size: int = 10_000,
+        on_error: OnError = "raise",
+    ):
+        if format is not None and format not in CONVERTERS:
+            raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        RecordErrors(on_error)  # checks the policy now rather than at the first shard
+        self.format, self.split, self.shard_size, self.on_error = format, split, shard_size, on_error
+        self.files: list[Path] | None = None
+        self.stream: IterableDataset | None = None
+        if isinstance(source, IterableDataset):
+            self.stream, self.name = source, type(source).__name__
+            return
+        path = Path(source)
+        self.name = str(path.resolve()) if path.exists() else str(source)
+        if path.is_dir():
+            self.files = _data_files(path, split)
+            stems = [_stem(file) for file in self.files]
+            clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+            if clashes:
+                raise ValueError(f"{path}: several files share the name(s) {clashes}; each shard needs its own")
+        elif path.is_file():
+            if split is not None:
+                raise ValueError(f"split selects files in a folder or a Hub split; {path} is a single file")
+        elif HUB_ID.fullmatch(str(source)):
+            self.format = format or HUB_FORMATS.get(str(source))
+            self.stream = _hub_stream(str(source), split)
+        else:
+            raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
+
+    def shards(self) -> Iterator[PoolShard]:
+        """Every shard in order, each loaded only when asked (a stream is still read through to reach it)."""
+        if self.files is not None:
+            for file in self.files:
+                yield PoolShard(_stem(file), lambda file=file: load_steps(file, self.format, on_error=self.on_error))
+            return
+        errors = RecordErrors(self.on_error)
+        if self.stream is None:
+            path = Path(self.name)
+            records, prefix = read_records(path, errors), _stem(path)
+        else:
+            prefix = str(self.stream.split or "train")
+            source = f"{self.name}[{prefix}]"
+            records = (RawRecord(dict(row), source, index, prefix, index) for index, row in enumerate(self.stream))
+        format = self.format
+        for index in count():
+            chunk = list(islice(records, self.shard_size))
+            if not chunk:
+                break
+            format = format or _infer_format(chunk[0])
+            yield PoolShard(f"{prefix}-{index:05d}", lambda chunk=chunk, format=format: self._convert(chunk, format))
+        errors.report(self.name)
+
+    def _convert(self, chunk: list[RawRecord], format: str) -> Dataset:
+        errors = RecordErrors(self.on_error)
+        dataset = build_dataset(CONVERTERS[format](chunk, errors), self.name)
+        errors.report(self.name)
+        return dataset
+
+
+def filter_pool(
+    scorer: StepScorer,
+    pool: TrajectoryPool | str | os.PathLike[str] | IterableDataset,
+    *,
+    output_dir: str | os.PathLike[str],
+    pred_threshold: float = 0.9,
+    std_threshold: float = 0.01,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Keep the trajectories of ``pool`` that the ensemble is not confident about; resumable, multi-process.
+
+    Args:
+        scorer: a `StepScorer` over an `EnsemblePRMModel` with at least 2 heads.
+        pool: a `TrajectoryPool`, or a source to build one from with its defaults.
+        output_dir: where the kept shards, the done markers, ``summary.json`` and ``filter.json`` go.
+        pred_threshold: a step is decided when its mean probability is >= this or <= 1 - this
+            (the trainer's default 0.9).
+        std_threshold: and when the heads' standard deviation is <= this (the trainer's default 0.01).
+        batch_size: solutions per forward pass.
+        show_progress: show a progress bar on the main process.
+
+    Returns:
+        The summary also written to ``summary.json``: ``seen``, ``kept``, ``fraction_kept``,
+        ``truncated``, ``num_shards``, ``shards_filtered_this_run`` and per shard ``seen``, ``kept``,
+        ``fraction_kept``, ``truncated`` and the ``process_index`` that filtered it.
+
+    Raises:
+        ValueError: for a scorer that is not an ensemble, thresholds out of range, or an
+            ``output_dir`` holding the output of other settings.
+    """
+    check_selection_thresholds(pred_threshold, std_threshold)
+    heads = getattr(scorer.model.config, "num_ensemble", 0) if scorer.kind == "ensemble" else 0
+    if heads < 2:
+        raise ValueError(
+            f"the filter needs an ensemble PRM with at least 2 heads (the rule reads their disagreement); "
+            f"{scorer.settings['model']} is a {scorer.kind!r} model with {heads or 'no'} heads"
+        )
+    pool = pool if isinstance(pool, TrajectoryPool) else TrajectoryPool(pool)
+    output_dir = Path(output_dir)
+    settings = {
+        "source": pool.name,
+        "format": pool.format,
+        "split": pool.split,
+        "shard_size": pool.shard_size,
+        "scorer": scorer.settings,
+        "pred_threshold": pred_threshold,
+        "std_threshold": std_threshold,
+    }
+    state = process_state()
+    _check_same_settings(output_dir, settings, state)
+    done_before = {name for name in _shard_names(output_dir) if _read_marker(output_dir, name) is not None}
+    state.wait_for_everyone()  # every process has listed the finished shards before any new one appears
+
+    names = []
+    show = show_progress and state.is_local_main_process
+    with tqdm(desc="Filtering", unit="trajectory", disable=not show) as progress:
+        for index, shard in enumerate(pool.shards()):
+            names.append(shard.name)
+            if index % state.num_processes == state.process_index and shard.name not in done_before:
+                _filter_shard(
+                    scorer, shard, output_dir, pred_threshold, std_threshold, batch_size, state.process_index, progress
+                )
+    state.wait_for_everyone()
+    summary = _summary(output_dir, names, settings, done_before)
+    if state.is_main_process:
+        _write_json(output_dir / SUMMARY_FILE, summary)
+    state.wait_for_everyone()
+    return summary
+
+
+def uncertain_trajectories(
+    results: list[dict[str, Any]], *, pred_threshold: float, std_threshold: float
+) -> tuple[list[bool], list[int]]:
+    """The trainer's rule on `StepScorer.score` results: per item, kept (not confident) and the predicted first error.
+
+    Only scored steps count; an item without any (no step, or none inside the context) is confident,
+    as `select_confident` finds for a trajectory without steps.
+    """
+    keep, first_errors = [False] * len(results), [-1] * len(results)
+    scored = [index for index, result in enumerate(results) if result["scores"]]
+    if scored:
+        statistics = [(torch.tensor(results[i]["scores"]), torch.tensor(results[i]["stds"])) for i in scored]
+        mean, std, step_mask = pad_step_statistics(statistics)
+        selection = select_confident(
+            mean, std, step_mask, pred_threshold=pred_threshold, std_threshold=std_threshold
+        )
+        for index, confident, first_error in zip(
+            scored, selection.confident.tolist(), selection.predicted_first_error.tolist()
+        ):
+            keep[index], first_errors[index] = not confident, first_error
+    return keep, first_errors
+
+
+def check_selection_thresholds(pred_threshold: float, std_threshold: float) -> None:
+    """Raise a ValueError unless ``pred_threshold`` is in (0.5, 1] and ``std_threshold`` >= 0 (as the trainer asks)."""
+    if not 0.5 < pred_threshold <= 1:
+        raise ValueError(f"pred_threshold must be in (0.5, 1], got {pred_threshold}")
+    if std_threshold < 0:
+        raise ValueError(f"std_threshold must be >= 0, got {std_threshold}")
+
+
+def _filter_shard(
+    scorer: StepScorer,
+    shard: PoolShard,
+    output_dir: Path,
+    pred_threshold: float,
+    std_threshold: float,
+    batch_size: int,
+    process_index: int,
+    progress: tqdm,
+) -> None:
+    dataset = shard.load()
+    results: list[dict[str, Any]] = [{}] * dataset.num_rows
+    for index, result in scorer.iter_scores(dataset, batch_size=batch_size, show_progress=False):
+        results[index] = result
+        progress.update()
+    keep, first_errors = uncertain_trajectories(
+        results, pred_threshold=pred_threshold, std_threshold=std_threshold
+    )
+    kept_indices = [index for index, kept in enumerate(keep) if kept]
+    columns = {
+        "scores": [results[i]["scores"] for i in kept_indices],
+        "stds": [results[i]["stds"] for i in kept_indices],
+        "predicted_first_error": [first_errors[i] for i in kept_indices],
+        "truncated": [results[i]["truncated"] for i in kept_indices],
+    }
+    own = [name for name in dataset.column_names if name not in SCORE_FEATURES]
+    schema = Features({**{name: dataset.features[name] for name in own}, **SCORE_FEATURES}).arrow_schema
+    table = dataset.with_format("arrow")[:].select(own).take(kept_indices)
+    for name in SCORE_FEATURES:
+        table = table.append_column(schema.field(name), pa.array(columns[name], schema.field(name).type))
+    data_path = output_dir / DATA_DIR / f"{shard.name}.parquet"
+    temporary = data_path.with_name(f".{data_path.name}.tmp")
+    pq.write_table(table.replace_schema_metadata(schema.metadata), temporary)
+    os.replace(temporary, data_path)
+    marker = {
+        "seen": dataset.num_rows,
+        "kept": len(kept_indices),
+        "truncated": sum(result["truncated"] for result in results),
+        "process_index": process_index,
+    }
+    _write_json(output_dir / DONE_DIR / f"{shard.name}.json", marker)
+
+
+def _summary(output_dir: Path, names: list[str], settings: dict[str, Any], done_before: set[str]) -> dict[str, Any]:
+    markers = {}
+    for name in names:
+        marker = _read_marker(output_dir, name)
+        if marker is None:
+            raise RuntimeError(f"shard {name} has no output in {output_dir} after the run: did a process fail?")
+        markers[name] = marker
+    seen, kept = sum(m["seen"] for m in markers.values()), sum(m["kept"] for m in markers.values())
+    return {
+        **settings,
+        "output": str(output_dir / DATA_DIR),
+        "seen": seen,
+        "kept": kept,
+        "fraction_kept": _fraction(kept, seen),
+        "truncated": sum(m["truncated"] for m in markers.values()),
+        "num_shards": len(names),
+        "shards_filtered_this_run": len(set(names) - done_before),
+        "shards": {name: {**m, "fraction_kept": _fraction(m["kept"], m["seen"])} for name, m in markers.items()},
+    }
+
+
+def _fraction(kept: int, seen: int) -> float:
+    return kept / seen if seen else 0.0
+
+
+def _check_same_settings(output_dir: Path, settings: dict[str, Any], state: PartialState) -> None:
+    """Shards are only comparable under one set of settings, kept in ``filter.json``."""
+    path = output_dir / SETTINGS_FILE
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != settings:
+            changed = sorted(key for key in settings if previous.get(key) != settings[key])
+            raise ValueError(
+                f"{output_dir} holds a filter run with other settings ({', '.join(changed)} differ): "
+                "pick another output directory"
+            )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        (output_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        (output_dir / DONE_DIR).mkdir(exist_ok=True)
+        if not path.exists():
+            _write_json(path, settings)
+    state.wait_for_everyone()
+
+
+def _shard_names(output_dir: Path) -> list[str]:
+    return sorted(path.stem for path in (output_dir / DONE_DIR).glob("*.json"))
+
+
+def _read_marker(output_dir: Path, name: str) -> dict[str, int] | None:
+    """The counts of a finished shard, or None when its output or marker is missing or unreadable."""
+    try:
+        marker = json.loads((output_dir / DONE_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    complete = isinstance(marker, dict) and all(isinstance(marker.get(k), int) for k in ("seen", "kept", "truncated"))
+    return marker if complete and (output_dir / DATA_DIR / f"{name}.parquet").is_file() else None
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _infer_format(record: RawRecord) -> str:
+    format = infer_format_from_record(record.data)
+    if format is None:
+        raise ValueError(
+            f"{record.source}: cannot infer the format from the keys {sorted(record.data)}; pass format= "
+            f"(one of {', '.join(FORMATS)})"
+        )
+    return format
+
+
+def _hub_stream(repo_id: str, split: str | None) -> IterableDataset:
+    stream = load_dataset(repo_id, split=split, streaming=True)
+    if isinstance(stream, IterableDatasetDict):
+        if len(stream) != 1:
+            raise ValueError(f"{repo_id} has splits {list(stream)}; pick one with split=")
+        stream = next(iter(stream.values()))
+    return stream
