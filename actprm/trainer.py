@@ -181,20 +181,20 @@ class ActivePRMTrainer(Trainer):
         """The labelled dataset every judge annotation is appended to (jsonl)."""
         return Path(self.args.annotations_path or os.path.join(self.args.output_dir, "annotations.jsonl"))
 
-    def _rank_annotations_path(self) -> Path:
+    def _rank_annotations_path(self, rank: int | None = None) -> Path:
         """Each process appends to its own file when there are several; `train` merges them."""
         path = self.annotations_path
         if self.args.world_size == 1:
             return path
-        return path.with_name(f"{path.stem}.rank{self.args.process_index}{path.suffix}")
+        rank = self.args.process_index if rank is None else rank
+        return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
     def _merge_annotations(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.args.world_size > 1 and self.is_world_process_zero():
             merged = AnnotationStore(self.annotations_path)
             for rank in range(self.args.world_size):
-                path = self.annotations_path.with_name(f"{self.annotations_path.stem}.rank{rank}{self.annotations_path.suffix}")
-                merged.extend_rows(AnnotationStore(path).rows())
+                merged.extend_rows(AnnotationStore(self._rank_annotations_path(rank)).rows())
         self.accelerator.wait_for_everyone()
 
     @staticmethod
