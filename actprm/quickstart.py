@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from datasets import Dataset
+from transformers import PrinterCallback
 
 from .data.synthetic import make_arithmetic_dataset
 from .default_backbone import default_backbone
@@ -94,10 +95,12 @@ def train_one(
     )
     judge = ArithmeticJudge()  # cached in the run's own folder: each strategy pays for its own labels
     trainer = ActivePRMTrainer(default_backbone(), args=args, train_dataset=pool, eval_dataset=test, judge=judge)
+    trainer.remove_callback(PrinterCallback)  # one line per run instead of every log
     trainer.train()
     final = trainer.evaluate()
     summary = trainer.active_learning_summary()
     curve = [(int(e["active/annotations"]), e["eval_f1"]) for e in trainer.state.log_history if "eval_f1" in e]
+    print(f"{selection}: {summary['annotations']} annotations, {summary['seen']} trajectories seen, test F1 {final['eval_f1']:.3f}")
     return RunResult(
         selection=selection,
         annotations=int(summary["annotations"]),
