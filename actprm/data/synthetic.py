@@ -14,8 +14,11 @@ Steps after the error carry the wrong running total forward, as real solutions d
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 from datasets import Dataset
 
@@ -85,6 +88,22 @@ def _other(rng: random.Random, value: int, low: int = 1) -> int:
     return rng.choice(candidates)
 
 
+def _pick_error(rng: random.Random, events: list[Event], error_rate: float) -> tuple[str | None, int]:
+    """The kind and step of the error to inject (``(None, -1)`` for a correct solution).
+
+    A quantity can only be dropped before the last event, and only where the next event is not the
+    same operation on the same number: skipping one of two identical events reads the same whichever
+    is skipped, so its first wrong step would be ambiguous.
+    """
+    if rng.random() >= error_rate:
+        return None, -1
+    droppable = [
+        i for i in range(len(events) - 1) if (events[i].operator, events[i].operand) != (events[i + 1].operator, events[i + 1].operand)
+    ]
+    kind = rng.choice(ERROR_KINDS if droppable else ERROR_KINDS[:-1])
+    return kind, rng.choice(droppable) if kind == "dropped_quantity" else rng.randrange(len(events))
+
+
 def _make_example(rng: random.Random, example_id: str, error_rate: float) -> dict:
     name, pronoun = rng.choice(NAMES)
     item = rng.choice(ITEMS)
@@ -99,11 +118,7 @@ def _make_example(rng: random.Random, example_id: str, error_rate: float) -> dic
         + [f"How many {item} does {name} have at the end?"]
     )
 
-    error_step = rng.randrange(len(events)) if rng.random() < error_rate else -1
-    kind = rng.choice(ERROR_KINDS) if error_step >= 0 else None
-    if kind == "dropped_quantity" and error_step == len(events) - 1:
-        kind = "wrong_result"  # the last event has no later event to skip to
-
+    kind, error_step = _pick_error(rng, events, error_rate)
     steps, total, index = [], start, 0
     while index < len(events):
         event = events[index]
@@ -138,22 +153,38 @@ def _make_example(rng: random.Random, example_id: str, error_rate: float) -> dic
     }
 
 
+def _split_of(problem: str) -> str:
+    """The split a problem belongs to, from a hash of its text: no problem is in both splits."""
+    return SPLITS[hashlib.sha256(problem.encode()).digest()[0] % 2]
+
+
+def iter_arithmetic_examples(seed: int = 0, *, split: str = "pool", error_rate: float = 0.5) -> Iterator[dict]:
+    """An endless, reproducible stream of the rows `make_arithmetic_dataset` returns (its first ``n``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= error_rate <= 1:
+        raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+    rng = random.Random(f"actprm-arithmetic-{seed}-{split}")
+    for index in itertools.count():
+        while _split_of((row := _make_example(rng, f"arith-{split}-{seed}-{index}", error_rate))["problem"]) != split:
+            pass
+        yield row
+
+
 def make_arithmetic_dataset(n: int, seed: int = 0, *, split: str = "pool", error_rate: float = 0.5) -> Dataset:
     """``n`` synthetic arithmetic problems with solutions, about ``error_rate`` of them erroneous.
 
     Args:
         n: number of problems.
-        seed: the same ``(n, seed, split)`` always gives the same dataset.
-        split: ``"pool"`` (training pool) or ``"test"``; the two draw from disjoint random streams.
+        seed: the same ``(n, seed, split, error_rate)`` always gives the same dataset.
+        split: ``"pool"`` (training pool) or ``"test"``: each problem text belongs to one split only.
         error_rate: fraction of solutions with one injected error.
 
     Returns:
-        A dataset in the canonical schema with an extra ``error_kind`` column.
+        A dataset in the canonical schema with an extra ``error_kind`` column (``"none"`` or one of
+        `ERROR_KINDS`).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    rng = random.Random(f"actprm-arithmetic-{seed}-{split}")
-    rows = [_make_example(rng, f"arith-{split}-{seed}-{i}", error_rate) for i in range(n)]
+    rows = list(itertools.islice(iter_arithmetic_examples(seed, split=split, error_rate=error_rate), n))
     features = FEATURES.copy()
     features["error_kind"] = FEATURES["id"]
     return Dataset.from_list(rows, features=features)
