@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     parser = TrlParser((ScorerArguments, ScoreArguments), prog="actprm score", description=HELP)
     scorer_args, args = parser.parse_args_and_config(argv)
     from ..data import load_steps
-    from ..metrics._checks import check_threshold
+    from ..metrics import check_threshold
 
     threshold = check_threshold(args.threshold)
     dataset = load_steps(args.data, args.data_format, split=args.data_split)
