@@ -1,9 +1,10 @@
 """The main job on the embedded default: online active learning against full and random annotation.
 
 Everything runs offline on a CPU: the tiny default backbone, the synthetic arithmetic pool (its
-labels hidden) and `ArithmeticJudge` as the annotator. Uncertainty selection runs first within
-an annotation budget; the ``all`` and ``random`` baselines then get exactly the annotations it
-used, and every run is scored on the same synthetic test split (ProcessBench-style F1).
+labels hidden) and `ArithmeticJudge` as the annotator. Uncertainty selection runs first, over the
+whole pool (or up to a budget); the ``all`` and ``random`` baselines then get exactly the annotations
+it used, and every run is scored on the same synthetic test split (ProcessBench-style F1). Each run's
+PRM is saved in its folder.
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ class QuickstartConfig:
     """Settings of the main job; the defaults finish in a few minutes on two CPU cores."""
 
     output_dir: str = field(default="actprm-quickstart", metadata={"help": "Where runs, annotations and results go."})
-    pool_size: int = field(default=3000, metadata={"help": "Trajectories in the unlabelled synthetic pool."})
+    pool_size: int = field(default=8000, metadata={"help": "Trajectories in the unlabelled synthetic pool."})
     test_size: int = field(default=500, metadata={"help": "Labelled synthetic test trajectories."})
-    budget: int = field(default=1200, metadata={"help": "Annotation budget of the uncertainty run."})
-    error_rate: float = field(default=0.5, metadata={"help": "Fraction of pool solutions with an injected error."})
+    budget: int | None = field(
+        default=None, metadata={"help": "Annotation budget of the uncertainty run (default: no cap, one pass over the pool)."}
+    )
+    error_rate: float = field(default=0.7, metadata={"help": "Fraction of pool solutions with an injected error."})
     seed: int = field(default=0, metadata={"help": "Seed of the data and of training."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule over the pass."})
     batch_size: int = field(default=16, metadata={"help": "Trajectories per training batch."})
     num_ensemble: int = field(default=8, metadata={"help": "Heads in the ensemble."})
     pred_threshold: float = field(default=0.95, metadata={"help": "Confidence threshold of the selection rule."})
-    std_threshold: float = field(default=0.05, metadata={"help": "Agreement threshold of the selection rule."})
+    std_threshold: float = field(default=0.01, metadata={"help": "Agreement threshold of the selection rule."})
     active_warmup_steps: int = field(default=20, metadata={"help": "First steps that annotate everything."})
-    eval_steps: int = field(default=20, metadata={"help": "Evaluate on the test split every this many steps."})
+    eval_steps: int = field(default=100, metadata={"help": "Evaluate on the test split every this many steps."})
     selections: list[str] = field(
         default_factory=lambda: ["uncertainty", "all", "random"],
         metadata={"help": "Strategies to run; the first sets the others' budget."},
@@ -65,7 +69,7 @@ def train_one(
     test: Dataset,
     config: QuickstartConfig,
     *,
-    budget: int,
+    budget: int | None,
     random_rate: float = 0.5,
 ) -> RunResult:
     """Train the default backbone on ``pool`` with one selection strategy and score it on ``test``."""
@@ -75,7 +79,7 @@ def train_one(
         per_device_eval_batch_size=64,
         num_train_epochs=1,
         learning_rate=config.learning_rate,
-        lr_scheduler_type="constant",
+        lr_scheduler_type=config.lr_scheduler_type,
         num_ensemble=config.num_ensemble,
         selection=selection,
         random_selection_rate=random_rate,
@@ -97,6 +101,7 @@ def train_one(
     trainer = ActivePRMTrainer(default_backbone(), args=args, train_dataset=pool, eval_dataset=test, judge=judge)
     trainer.remove_callback(PrinterCallback)  # one line per run instead of every log
     trainer.train()
+    trainer.save_model()  # the trained PRM, loadable with `EnsemblePRMModel.from_pretrained`
     final = trainer.evaluate()
     summary = trainer.active_learning_summary()
     curve = [(int(e["active/annotations"]), e["eval_f1"]) for e in trainer.state.log_history if "eval_f1" in e]

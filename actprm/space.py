@@ -6,8 +6,8 @@ steps, model, threshold, api_name="/score")``), which returns the scores as JSON
 verdict are drawn from that JSON, so the page shows exactly what the API returns.
 
 Models are local folders or Hub ids, each loaded once on first use and shared by every request;
-``embedded-default`` is a tiny untrained ensemble on the embedded default backbone that runs offline
-and shows the app at work (its scores carry no judgement). Remote code is never run unless the
+``embedded-default`` is the tiny PRM that ``actprm quickstart`` trains on synthetic arithmetic,
+shipped with the package: it runs offline and judges only problems of that kind. Remote code is never run unless the
 deployer allows it (``trust_remote_code=True`` or ``ACTPRM_SPACE_TRUST_REMOTE_CODE=1``).
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,17 +25,14 @@ from typing import Any
 import gradio as gr
 import torch
 from matplotlib.figure import Figure
-from transformers import AutoTokenizer
 
 from .data import SAMPLES_DIR, load_steps, make_arithmetic_dataset
-from .default_backbone import default_backbone
 from .metrics import DEFAULT_THRESHOLD
-from .modeling import EnsemblePRMModel
 from .scoring import StepScorer
 
 EMBEDDED_MODEL = "embedded-default"
-"""Model name that stands for `embedded_model` (an untrained tiny ensemble, built offline)."""
-EMBEDDED_MODEL_VERSION = "v1"
+EMBEDDED_PRM = Path(__file__).parent / "resources" / "embedded_prm"
+"""Model name that stands for `embedded_model` (the tiny PRM trained on synthetic arithmetic)."""
 MODELS_ENV = "ACTPRM_SPACE_MODELS"
 """Comma-separated model folders or Hub ids to offer; the first is the default."""
 TRUST_REMOTE_CODE_ENV = "ACTPRM_SPACE_TRUST_REMOTE_CODE"
@@ -46,8 +41,9 @@ NUMBERED_LINE = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s", re.IGNORECASE)
 ERROR_DURATION = 15
 """Seconds a message stays on the page."""
 EMBEDDED_MODEL_NOTE = (
-    "\n\n*The embedded default model is an untrained tiny ensemble that runs offline: it shows how the demo "
-    f"works, its scores judge nothing. Serve a trained PRM with `{MODELS_ENV}` (e.g. `sail/ActPRM`).*"
+    "\n\n*The embedded default model is a tiny PRM trained by `actprm quickstart` on synthetic arithmetic "
+    "word problems (like the example): it runs offline and judges only problems of that kind. Serve a real PRM "
+    f"with `{MODELS_ENV}` (e.g. `sail/ActPRM`).*"
 )
 TABLE_CSS = """
 table.step-scores { border-collapse: collapse; width: 100%; }
@@ -69,26 +65,13 @@ class SpaceLimits:
 
 
 def embedded_model() -> str:
-    """Local folder of the embedded demo PRM: an untrained 8-head ensemble on the default backbone.
+    """Local folder of the embedded demo PRM, shipped in ``actprm/resources/embedded_prm``.
 
-    Built from a fixed seed next to the default backbone (under ``$ACTPRM_CACHE``) on first use, in
-    seconds; afterwards loaded like any checkpoint.
+    It is the uncertainty-selection model of ``actprm quickstart`` (``actprm-quickstart/uncertainty``):
+    an 8-head ensemble on the default backbone, trained on synthetic arithmetic labelled by
+    `actprm.judges.ArithmeticJudge`.
     """
-    backbone = Path(default_backbone())
-    target = backbone.with_name(f"space-embedded-model-{EMBEDDED_MODEL_VERSION}")
-    if not (target / "config.json").exists():
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
-        tokenizer = AutoTokenizer.from_pretrained(backbone)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = EnsemblePRMModel.from_backbone(backbone, tokenizer=tokenizer)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
+    return str(EMBEDDED_PRM)
 
 
 class ScorerCache:
@@ -362,7 +345,7 @@ def build_demo(
 
 
 def _model_label(name: str) -> str:
-    return "embedded default (untrained)" if name == EMBEDDED_MODEL else name
+    return "embedded default (synthetic arithmetic)" if name == EMBEDDED_MODEL else name
 
 
 def _score_text(result: dict[str, Any], index: int) -> str:

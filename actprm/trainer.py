@@ -58,6 +58,11 @@ class ActiveLearningState:
     """Labelled trajectories waiting for a training batch: (row, per-step training labels)."""
     judge_queue: list[int] = field(default_factory=list)
     """Selected unlabelled rows waiting for the next judge batch."""
+    annotated_rows: set[int] = field(default_factory=set)
+    """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
+
+    def __post_init__(self):
+        self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
 
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
@@ -289,12 +294,13 @@ class ActivePRMTrainer(Trainer):
 
         allowance = self._annotation_allowance()
         for row, is_selected, labelled in zip(rows, selected, has_label):
-            if not is_selected or allowance <= 0:
+            known = row in active.annotated_rows
+            if not is_selected or (allowance <= 0 and not known):
                 continue
-            allowance -= 1
+            allowance -= int(not known)
             active.selected += 1
             if labelled:
-                active.annotations += 1
+                self._count_annotation(row)
                 self._add_to_buffer(row, self.train_dataset[row]["labels"])
             else:
                 active.judge_queue.append(row)
@@ -343,7 +349,7 @@ class ActivePRMTrainer(Trainer):
                 continue
             active.judge_calls += 0 if result.cached else 1
             active.judge_cache_hits += int(result.cached)
-            active.annotations += 1
+            self._count_annotation(row)
             labelled = {**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
                         "step_labels": result.step_labels}
             self.annotation_store.append(labelled, result)
@@ -354,6 +360,11 @@ class ActivePRMTrainer(Trainer):
             self.judge_unreachable = True
             self.control.should_training_stop = True
             self.control.should_save = True
+
+    def _count_annotation(self, row: int) -> None:
+        """Count ``row`` as annotated the first time it is labelled in this run."""
+        self.active.annotations += int(row not in self.active.annotated_rows)
+        self.active.annotated_rows.add(row)
 
     def _labels_for_row(self, row: int, step_labels: list[int]) -> list[int]:
         """Per-token labels for a tokenised row: ``step_labels`` placed at its separator positions."""
@@ -398,16 +409,20 @@ class ActivePRMTrainer(Trainer):
         """How many more trajectories this process may annotate within `max_annotations`."""
         if self.args.max_annotations is None:
             return float("inf")
-        pending = self.active.annotations + len(self.active.judge_queue)
-        remaining = int(self.args.max_annotations - self._global(pending))
+        remaining = int(self.args.max_annotations - self._global(self._annotations_with_queue()))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         return max(0, remaining // world + int(rank < remaining % world))
 
+    def _annotations_with_queue(self) -> int:
+        """Annotations so far plus the queued rows that will be new ones."""
+        active = self.active
+        return active.annotations + sum(row not in active.annotated_rows for row in active.judge_queue)
+
     def _budget_spent(self) -> bool:
         args = self.args
-        annotations_spent = args.max_annotations is not None and self._global(
-            self.active.annotations + len(self.active.judge_queue)
-        ) >= args.max_annotations
+        annotations_spent = (
+            args.max_annotations is not None and self._global(self._annotations_with_queue()) >= args.max_annotations
+        )
         tokens_spent = args.max_judge_tokens is not None and self._global(self.active.judge_tokens) >= args.max_judge_tokens
         if annotations_spent and self.active.judge_queue:
             self._annotate_queue()
@@ -452,7 +467,7 @@ class ActivePRMTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         state_file = folder / STATE_FILE.format(rank=self.accelerator.process_index)
-        state_file.write_text(json.dumps(asdict(self.active)))
+        state_file.write_text(json.dumps(asdict(self.active), default=sorted))  # sets as sorted lists
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, also restoring the active-learning state (buffer, judge queue, counters).

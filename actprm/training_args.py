@@ -87,7 +87,10 @@ class ActivePRMConfig(TrainingArguments):
     )
     max_annotations: int | None = field(
         default=None,
-        metadata={"help": "Budget: training stops once this many trajectories have been annotated."},
+        metadata={
+            "help": "Budget: training stops once this many distinct trajectories have been annotated (one selected "
+            "again in a later epoch trains on its labels without counting again)."
+        },
     )
     max_judge_tokens: int | None = field(
         default=None,

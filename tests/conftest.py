@@ -24,7 +24,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_backbone() -> str:
-    """Path of the embedded default backbone (tiny Qwen2 + tokenizer), built once per machine."""
+    """Path of the embedded default backbone (tiny Qwen2 + tokenizer, shipped with the package)."""
     from actprm.default_backbone import default_backbone
 
     return default_backbone()

@@ -142,6 +142,22 @@ def test_online_mode_stores_judge_labels_and_never_pays_twice(tiny_backbone, tmp
     assert len(AnnotationStore(trainer.annotations_path).rows()) == 24  # no duplicates
 
 
+@pytest.mark.parametrize("mode", ["pool", "online"])
+def test_a_later_epoch_trains_on_known_labels_without_new_annotations(tiny_backbone, tmp_path, mode):
+    pool = make_arithmetic_dataset(24, seed=8)
+    args = make_config(tmp_path, selection="all", num_train_epochs=3, judge_batch_size=8)
+    dataset = pool if mode == "pool" else unlabelled(pool)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=dataset, judge=ArithmeticJudge())
+    trainer.train()
+    summary = trainer.active_learning_summary()
+    # Every trajectory is annotated once and trained on in every epoch.
+    assert (summary["seen"], summary["annotations"], summary["trained"]) == (72, 24, 72)
+    assert trainer.state.global_step == 9
+    if mode == "online":
+        assert (summary["judge_calls"], summary["judge_cache_hits"]) == (24, 48)
+        assert len(AnnotationStore(trainer.annotations_path).rows()) == 24
+
+
 def test_annotation_budget_stops_training(tiny_backbone, tmp_path):
     pool = make_arithmetic_dataset(64, seed=6)
     args = make_config(tmp_path, selection="all", max_annotations=20, per_device_train_batch_size=4)
