@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACTPRM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -28,6 +29,20 @@ def tiny_backbone() -> str:
     from actprm.default_backbone import default_backbone
 
     return default_backbone()
+
+
+@pytest.fixture(scope="session")
+def random_backbone(tiny_backbone, tmp_path_factory) -> str:
+    """The default backbone's architecture and tokenizer with random weights (seed 0): an ensemble on it
+    scores steps on both sides of 0.5, as tests of evaluation plumbing need."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("random-backbone")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_backbone)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(path)
+    return str(path)
 
 
 def free_port() -> int:
