@@ -7,8 +7,9 @@ verdict are drawn from that JSON, so the page shows exactly what the API returns
 
 Models are local folders or Hub ids, each loaded once on first use and shared by every request;
 ``embedded-default`` is the tiny PRM that ``actprm quickstart`` trains on synthetic arithmetic,
-shipped with the package: it runs offline and judges only problems of that kind. Remote code is never run unless the
-deployer allows it (``trust_remote_code=True`` or ``ACTPRM_SPACE_TRUST_REMOTE_CODE=1``).
+shipped with the package: it runs offline and judges only problems of that kind. Remote code is
+never run unless the deployer allows it (``trust_remote_code=True`` or
+``ACTPRM_SPACE_TRUST_REMOTE_CODE=1``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from .metrics import DEFAULT_THRESHOLD
 from .scoring import StepScorer
 
 EMBEDDED_MODEL = "embedded-default"
-EMBEDDED_PRM = Path(__file__).parent / "resources" / "embedded_prm"
 """Model name that stands for `embedded_model` (the tiny PRM trained on synthetic arithmetic)."""
+EMBEDDED_PRM = Path(__file__).parent / "resources" / "embedded_prm"
 MODELS_ENV = "ACTPRM_SPACE_MODELS"
 """Comma-separated model folders or Hub ids to offer; the first is the default."""
 TRUST_REMOTE_CODE_ENV = "ACTPRM_SPACE_TRUST_REMOTE_CODE"

@@ -61,13 +61,13 @@ class ActiveLearningState:
     annotated_rows: set[int] = field(default_factory=set)
     """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
 
-    def __post_init__(self):
-        self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
-
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
         "judge_failures", "confident_with_label", "confident_correct", "trained",
     )  # fmt: skip
+
+    def __post_init__(self):
+        self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
