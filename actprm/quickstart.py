@@ -36,12 +36,12 @@ class QuickstartConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the data and of training."})
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule over the pass."})
-    batch_size: int = field(default=16, metadata={"help": "Trajectories per training batch."})
+    batch_size: int = field(default=8, metadata={"help": "Trajectories per training batch (small batches: more updates per label)."})
     num_ensemble: int = field(default=8, metadata={"help": "Heads in the ensemble."})
     pred_threshold: float = field(default=0.95, metadata={"help": "Confidence threshold of the selection rule."})
     std_threshold: float = field(default=0.01, metadata={"help": "Agreement threshold of the selection rule."})
-    active_warmup_steps: int = field(default=20, metadata={"help": "First steps that annotate everything."})
-    eval_steps: int = field(default=100, metadata={"help": "Evaluate on the test split every this many steps."})
+    active_warmup_steps: int = field(default=40, metadata={"help": "First steps that annotate everything."})
+    eval_steps: int = field(default=200, metadata={"help": "Evaluate on the test split every this many steps."})
     selections: list[str] = field(
         default_factory=lambda: ["uncertainty", "all", "random"],
         metadata={"help": "Strategies to run; the first sets the others' budget."},

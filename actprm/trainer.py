@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
 
 from .data.schema import CANONICAL_COLUMNS
@@ -132,6 +132,8 @@ class ActivePRMTrainer(Trainer):
     ):
         args = args or ActivePRMConfig(output_dir="actprm-output")
         if isinstance(model, str):
+            # New heads start from the run's seed, as `Trainer` seeds before `model_init`.
+            enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
             processing_class = processing_class or AutoTokenizer.from_pretrained(model)
             model = self._load_model(model, args, processing_class)
         if processing_class is None:
@@ -339,7 +341,7 @@ class ActivePRMTrainer(Trainer):
         records = [self.pool[row] for row in active.judge_queue]
         items = [{k: r[k] for k in ("id", "problem", "steps")} for r in records]
         results = self.judge.annotate(items)
-        unreachable = []
+        unreachable, labelled_rows, labelled, annotations = [], [], [], []
         for row, record, result in zip(active.judge_queue, records, results):
             active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
             if isinstance(result, JudgeFailure):
@@ -349,11 +351,14 @@ class ActivePRMTrainer(Trainer):
                 continue
             active.judge_calls += 0 if result.cached else 1
             active.judge_cache_hits += int(result.cached)
+            labelled_rows.append(row)
+            labelled.append({**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
+                             "step_labels": result.step_labels})
+            annotations.append(result)
+        self.annotation_store.extend(labelled, annotations)  # one synced write per judge batch
+        for row, record in zip(labelled_rows, labelled):
             self._count_annotation(row)
-            labelled = {**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
-                        "step_labels": result.step_labels}
-            self.annotation_store.append(labelled, result)
-            self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(labelled)))
+            self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(record)))
         active.judge_queue = unreachable
         if unreachable:
             logger.error(f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved")

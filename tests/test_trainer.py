@@ -161,12 +161,23 @@ def test_a_later_epoch_trains_on_known_labels_without_new_annotations(tiny_backb
 def test_annotation_budget_stops_training(tiny_backbone, tmp_path):
     pool = make_arithmetic_dataset(64, seed=6)
     args = make_config(tmp_path, selection="all", max_annotations=20, per_device_train_batch_size=4)
-    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(pool), judge=ArithmeticJudge(),
-                               )
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(pool), judge=ArithmeticJudge())
     trainer.train()
     summary = trainer.active_learning_summary()
     assert summary["annotations"] == 20
     assert summary["seen"] < 64 and trainer.state.global_step < 16
+
+
+def test_new_heads_start_from_the_run_seed(tiny_backbone, tmp_path):
+    """Heads put on a backbone given by name depend on `args.seed`, not on what the process drew before."""
+
+    def heads(seed: int, earlier_draws: int) -> torch.Tensor:
+        torch.manual_seed(earlier_draws)
+        trainer = ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path / f"{seed}-{earlier_draws}", seed=seed))
+        return trainer.model.score.model.nn1.weight.detach().clone()
+
+    torch.testing.assert_close(heads(0, earlier_draws=1), heads(0, earlier_draws=2), rtol=0, atol=0)
+    assert not torch.equal(heads(0, earlier_draws=1), heads(1, earlier_draws=1))
 
 
 def test_unlabelled_rows_need_a_judge(tiny_backbone, tmp_path):
