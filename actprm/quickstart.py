@@ -118,11 +118,16 @@ def train_one(
     )
 
 
+def unlabelled_pool(config: QuickstartConfig) -> Dataset:
+    """``config``'s synthetic pool with its labels hidden: the judge labels what is selected."""
+    pool = make_arithmetic_dataset(config.pool_size, config.seed, split="pool", error_rate=config.error_rate)
+    return pool.map(lambda row: {"label": None, "step_labels": None})
+
+
 def run_quickstart(config: QuickstartConfig | None = None) -> list[RunResult]:
     """Run every strategy of ``config.selections``; the first one's annotations set the others' budget."""
     config = config or QuickstartConfig()
-    pool = make_arithmetic_dataset(config.pool_size, config.seed, split="pool", error_rate=config.error_rate)
-    pool = pool.map(lambda row: {"label": None, "step_labels": None})  # the judge labels what is selected
+    pool = unlabelled_pool(config)
     test = make_arithmetic_dataset(config.test_size, config.seed, split="test")
     results: list[RunResult] = []
     for selection in config.selections:
