@@ -8,8 +8,8 @@ problem) laid out exactly as `actprm.tokenization.StepTokenizer` lays out a PRM'
 1. a byte-level BPE tokenizer, digits split one by one, trained on synthetic problems;
 2. causal language modelling;
 3. language modelling plus replaced-token detection, as in ELECTRA: in some solutions one thing is
-   changed (a whole number becomes a nearby different number, or one token becomes a sample of the
-   stage-2 model) and a linear head, discarded afterwards, learns at every position whether anything
+   changed (a result, or any whole number, becomes a nearby different number, or one token becomes
+   a sample of the stage-2 model) and a linear head, discarded afterwards, learns at every position whether anything
    so far was changed.
 
 Stage 3 gives what a math LLM gives a real PRM: hidden states that notice an implausible step.
@@ -100,22 +100,27 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 class _Corruptor:
     """Changes one thing in a correct solution, as replaced-token detection needs.
 
-    Half the time a whole number becomes a different number within 9 of it; otherwise one token
-    becomes a sample of the generator (never the original token). Nothing after the change is
-    rewritten, so it stays consistent with the original solution.
+    Half the time the result of a calculation becomes a different number within 9 of it (a slip in
+    the arithmetic), a quarter of the time any whole number does; otherwise one token becomes
+    a sample of the generator (never the original token). Nothing after the change is rewritten, so
+    it stays consistent with the original solution.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, rng: random.Random):
         self.rng = rng
         self.special_ids = tokenizer.all_special_ids
         self.digit_ids = [tokenizer.convert_tokens_to_ids(str(digit)) for digit in range(10)]
+        self.equals_id = tokenizer.convert_tokens_to_ids("Ġ=")  # a result reads "Ġ=", "Ġ", digits
 
     def __call__(self, ids: list[int], prompt_length: int, logits: torch.Tensor) -> tuple[list[int], int, int]:
         """``(new ids, first changed position, end of the new tokens)`` for ``ids`` and the generator's
         next-token ``logits`` over them."""
         numbers = self._numbers(ids, prompt_length)
-        if numbers and self.rng.random() < 0.5:
-            start, end = self.rng.choice(numbers)
+        results = [(start, end) for start, end in numbers if start >= 2 and ids[start - 2] == self.equals_id]
+        draw = self.rng.random()
+        spans = results if results and draw < 0.5 else numbers if draw < 0.75 else []
+        if spans:
+            start, end = self.rng.choice(spans)
             value = int("".join(str(self.digit_ids.index(token)) for token in ids[start:end]))
             new_value = self.rng.choice([v for v in range(max(0, value - 9), value + 10) if v != value])
             digits = [self.digit_ids[int(digit)] for digit in str(new_value)]

@@ -6,7 +6,7 @@ one synthetic test split as annotations accumulate. Goals, on means over seeds: 
 within 1 point of full annotation's F1 with at most 50% of its labels, and its curve beats random's
 at every uncertainty evaluation budget that all runs cover. Writes a plot and a JSON of the curves.
 
-    python benchmarks/annotation_efficiency.py --output_dir bench-annotation  # seeds 0, 1, 2
+    python benchmarks/annotation_efficiency.py --output_dir bench-annotation  # seeds 0-4
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ STRATEGIES = ("all", "uncertainty", "random")
 @dataclass
 class EfficiencyConfig(QuickstartConfig):
     output_dir: str = field(default="bench-annotation", metadata={"help": "Where curves and the plot go."})
-    pool_size: int = field(default=32000, metadata={"help": "Trajectories in the unlabelled synthetic pool."})
+    pool_size: int = field(default=16000, metadata={"help": "Trajectories in the unlabelled synthetic pool."})
     test_size: int = field(default=1000, metadata={"help": "Labelled synthetic test trajectories."})
-    eval_steps: int = field(default=250, metadata={"help": "Evaluate on the test split every this many steps."})
+    eval_steps: int = field(default=200, metadata={"help": "Evaluate on the test split every this many steps."})
+    pred_threshold: float = field(
+        default=0.97, metadata={"help": "Confidence threshold of the selection rule (stricter than the main job's)."}
+    )
     seeds: list[int] = field(
-        default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the pool and of training to average over; run side by side."}
+        default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Seeds of the pool and of training to average over; run side by side."}
     )
     curves: str | None = field(
         default=None, metadata={"help": "A `curves.json` of an earlier run: summarise and plot it again without training."}

@@ -109,5 +109,5 @@ def test_a_short_supervised_run_beats_trivial_predictors(tokenizer):
     for kind, guess, label in zip(test["error_kind"], predicted, test["label"]):
         per_kind[kind].append(guess == label)
     accuracy = {kind: sum(hits) / len(hits) for kind, hits in per_kind.items()}
-    # A number that disagrees with the problem is found first; wrong arithmetic or operators take longer.
-    assert all(accuracy[kind] > 0.5 for kind in ("none", "wrong_operand", "dropped_quantity")), str(accuracy)
+    # Pretraining put every kind of error within reach, wrong arithmetic included.
+    assert all(accuracy[kind] > 0.5 for kind in ("none", "wrong_operand", "dropped_quantity", "wrong_result")), str(accuracy)
