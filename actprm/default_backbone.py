@@ -9,8 +9,8 @@ problem) laid out exactly as `actprm.tokenization.StepTokenizer` lays out a PRM'
 2. causal language modelling;
 3. language modelling plus replaced-token detection, as in ELECTRA: in some solutions one thing is
    changed (a result, or any whole number, becomes a nearby different number, or one token becomes
-   a sample of the stage-2 model) and a linear head, discarded afterwards, learns at every position whether anything
-   so far was changed.
+   a sample of the stage-2 model) and a linear head, discarded afterwards, learns at every position
+   whether anything so far was changed.
 
 Stage 3 gives what a math LLM gives a real PRM: hidden states that notice an implausible step.
 Language modelling alone does not put that at the step separators, and a few minutes of PRM training
