@@ -84,7 +84,7 @@ SELECTION_SETTINGS = {"uncertainty": ("pred_threshold", "std_threshold"), "rando
 BUDGET_SETTINGS = ("active_warmup_steps", "max_annotations", "max_judge_tokens")
 REPORTED_HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-    "max_length", "label_mode", "use_chat_template", "seed",
+    "max_length", "label_mode", "use_chat_template", "system_prompt", "seed",
 )  # fmt: skip
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 

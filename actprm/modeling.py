@@ -70,6 +70,10 @@ class EnsemblePRMConfig(PreTrainedConfig):
         regularization_lambda (`float`, defaults to 0.5): weight of the pull towards the initial heads.
         separator (`str`, defaults to `"<extra_0>"`): the token closing every step.
         separator_token_id (`int`, *optional*): its id in the tokenizer the model is used with.
+        use_chat_template (`bool`, defaults to `False`):
+            Inputs put the problem in a user turn and the steps in the assistant turn of the tokenizer's
+            chat template. `ActivePRMTrainer` records its setting here; scorers follow it.
+        system_prompt (`str`, *optional*): with `use_chat_template`, the system turn before the problem.
     """
 
     model_type = MODEL_TYPE
@@ -85,6 +89,8 @@ class EnsemblePRMConfig(PreTrainedConfig):
     regularization_lambda: float | int = 0.5
     separator: str = DEFAULT_SEPARATOR
     separator_token_id: int | None = None
+    use_chat_template: bool = False
+    system_prompt: str | None = None
 
     def validate_ensemble(self) -> None:
         """Part of `@strict` validation: the ensemble options are in range."""

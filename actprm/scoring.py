@@ -92,14 +92,21 @@ class _EnsembleFormat:
     """actprm ensembles: `StepTokenizer` layout, mean and std over heads of sigmoid(logits)."""
 
     def __init__(
-        self, model: EnsemblePRMModel, tokenizer: PreTrainedTokenizerBase, separator: str, use_chat_template: bool
+        self,
+        model: EnsemblePRMModel,
+        tokenizer: PreTrainedTokenizerBase,
+        separator: str,
+        use_chat_template: bool,
+        system_prompt: str | None,
     ):
         if model.config.separator_token_id is None:
             raise ValueError(
                 "the ensemble model has no separator token (config.separator_token_id is None); "
                 "build it with EnsemblePRMModel.from_backbone"
             )
-        self.step_tokenizer = StepTokenizer(tokenizer, separator, use_chat_template=use_chat_template)
+        self.step_tokenizer = StepTokenizer(
+            tokenizer, separator, use_chat_template=use_chat_template, system_prompt=system_prompt
+        )
         if self.step_tokenizer.separator_id != model.config.separator_token_id:
             raise ValueError(
                 f"the tokenizer gives separator {separator!r} id {self.step_tokenizer.separator_id} but the model "
@@ -193,12 +200,15 @@ class StepScorer:
             ``model_max_length`` and the model's ``max_position_embeddings``.
         kind: one of `MODEL_KINDS`; detected from the model's config when omitted.
         use_chat_template: ensembles only: the problem in a user turn and the steps in the assistant
-            turn, as in training with ``use_chat_template=True``.
-        system_prompt: Qwen2.5-Math-PRM-style models only: the system turn.
+            turn of the chat template; by default as the ensemble was trained (its config's).
+        system_prompt: the system turn: for ensembles with a chat template, by default the one they were
+            trained with; for Qwen2.5-Math-PRM-style models, by default theirs. Token-classification
+            PRMs have none.
 
     Raises:
         ValueError: for a model of no supported kind, a tokenizer without the model's separator
-            token, or a token-classification model without exactly 2 labels.
+            token, a token-classification model without exactly 2 labels, or a system prompt for a
+            model that reads plain text.
     """
 
     def __init__(
@@ -209,8 +219,8 @@ class StepScorer:
         separator: str | None = None,
         max_length: int | None = None,
         kind: ModelKind | None = None,
-        use_chat_template: bool = False,
-        system_prompt: str = PROCESS_REWARD_SYSTEM_PROMPT,
+        use_chat_template: bool | None = None,
+        system_prompt: str | None = None,
     ):
         self.kind: ModelKind = kind or detect_model_kind(model.config.to_dict(), type(model).__name__)
         if self.kind not in MODEL_KINDS:
@@ -218,12 +228,18 @@ class StepScorer:
         self.model, self.tokenizer = model.eval(), tokenizer
         if self.kind == "ensemble":
             self.separator = separator or model.config.separator
-            self.format = _EnsembleFormat(model, tokenizer, self.separator, use_chat_template)
+            use_chat_template = model.config.use_chat_template if use_chat_template is None else use_chat_template
+            if system_prompt is None and use_chat_template:
+                system_prompt = model.config.system_prompt
+            self.format = _EnsembleFormat(model, tokenizer, self.separator, use_chat_template, system_prompt)
         elif self.kind == "token_classification":
+            if system_prompt is not None or use_chat_template:
+                raise ValueError("a token-classification PRM reads plain text: no chat template or system prompt")
             self.separator = TRL_STEP_SEPARATOR if separator is None else separator
             self.format = _TokenClassificationFormat(model, tokenizer, self.separator)
         else:
             self.separator = separator or DEFAULT_SEPARATOR
+            system_prompt = system_prompt or PROCESS_REWARD_SYSTEM_PROMPT
             self.format = _ProcessRewardFormat(tokenizer, self.separator, system_prompt)
         self.max_length = max_length or _context_length(model.config, tokenizer)
         self.pad_token_id = next(
@@ -235,7 +251,7 @@ class StepScorer:
             "separator": self.separator,
             "max_length": self.max_length,
             **({"use_chat_template": use_chat_template} if self.kind == "ensemble" else {}),
-            **({"system_prompt": system_prompt} if self.kind == "process_reward" else {}),
+            **({"system_prompt": system_prompt} if system_prompt is not None else {}),
         }
         """What decides the scores: the model, its kind and the input layout (recorded with predictions)."""
 
@@ -247,8 +263,8 @@ class StepScorer:
         *,
         separator: str | None = None,
         max_length: int | None = None,
-        use_chat_template: bool = False,
-        system_prompt: str = PROCESS_REWARD_SYSTEM_PROMPT,
+        use_chat_template: bool | None = None,
+        system_prompt: str | None = None,
         **load_options: Any,
     ) -> StepScorer:
         """Load a PRM of any supported kind and its tokenizer from a folder or the Hub.

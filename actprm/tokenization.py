@@ -15,6 +15,7 @@ from transformers import DataCollatorForTokenClassification, PreTrainedTokenizer
 
 IGNORE_INDEX = -100
 _CONTENT_MARKER = "\u0000actprm-problem\u0000"
+_SYSTEM_MARKER = "\u0000actprm-system\u0000"
 
 
 def add_separator_token(tokenizer: PreTrainedTokenizerBase, separator: str) -> int:
@@ -72,6 +73,8 @@ class StepTokenizer:
             ``"per_step"`` (the record's ``step_labels``).
         use_chat_template: put the problem in a user turn and the steps in the assistant turn of
             the tokenizer's chat template.
+        system_prompt: with ``use_chat_template``, a system turn before the problem (by default, what
+            the template puts there).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -79,23 +82,33 @@ class StepTokenizer:
     max_length: int | None = None
     label_mode: Literal["first_error", "per_step"] = "first_error"
     use_chat_template: bool = False
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         self.separator_id = separator_token_id(self.tokenizer, self.separator)
+        if self.system_prompt is not None and not self.use_chat_template:
+            raise ValueError("a system prompt needs use_chat_template=True")
 
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def prompt_ids(self, problem: str) -> list[int]:
-        """Token ids of everything before the first step."""
+        """Token ids of everything before the first step.
+
+        The template's own text is tokenised as it is; the system prompt and the problem as plain text,
+        so separator text in them never becomes a separator token.
+        """
         if not self.use_chat_template:
             return self._text_ids(problem + "\n\n")
+        system = [] if self.system_prompt is None else [{"role": "system", "content": _SYSTEM_MARKER}]
         rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": _CONTENT_MARKER}], tokenize=False, add_generation_prompt=True
+            [*system, {"role": "user", "content": _CONTENT_MARKER}], tokenize=False, add_generation_prompt=True
         )
-        head, tail = rendered.split(_CONTENT_MARKER)
+        before_system, _, rest = rendered.rpartition(_SYSTEM_MARKER)
+        head, tail = rest.split(_CONTENT_MARKER)
         template_ids = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        return template_ids(head) + self._text_ids(problem) + template_ids(tail)
+        system_ids = [] if self.system_prompt is None else template_ids(before_system) + self._text_ids(self.system_prompt)
+        return system_ids + template_ids(head) + self._text_ids(problem) + template_ids(tail)
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """``input_ids``, ``attention_mask``, ``labels`` and ``num_dropped_steps`` for one record."""

@@ -138,6 +138,7 @@ class ActivePRMTrainer(Trainer):
             model = self._load_model(model, args, processing_class)
         if processing_class is None:
             raise ValueError("pass `processing_class` (the tokenizer) when `model` is a model object")
+        model.config.use_chat_template, model.config.system_prompt = args.use_chat_template, args.system_prompt
         if peft_config is not None:
             model = self._wrap_peft(model, peft_config)
         self.step_tokenizer = StepTokenizer(
@@ -146,6 +147,7 @@ class ActivePRMTrainer(Trainer):
             max_length=args.max_length,
             label_mode=args.label_mode,
             use_chat_template=args.use_chat_template,
+            system_prompt=args.system_prompt,
         )
         self.pool = train_dataset
         train_tokenized = self._tokenize(train_dataset, "train") if train_dataset is not None else None

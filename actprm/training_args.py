@@ -57,6 +57,10 @@ class ActivePRMConfig(TrainingArguments):
         default=False,
         metadata={"help": "Put the problem in a user turn and the steps in the assistant turn of the chat template."},
     )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "With `use_chat_template`, a system turn before the problem (default: the template's own)."},
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the trainer tracks each row by its index."}
     )

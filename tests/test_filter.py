@@ -223,6 +223,12 @@ def test_score_command_prints_and_writes_what_the_step_scorer_gives(model_dir, s
     assert cli(["score", "--model", model_dir, "--data", str(data), "--threshold", "0.7", "--output", str(output)]) == 0
     assert [json.loads(line) for line in output.read_text().splitlines()] == expected
     assert capsys.readouterr().out == ""
+    chat = StepScorer(scorer.model, scorer.tokenizer, use_chat_template=True, system_prompt="Check every step.")
+    expected = [result["scores"] for result in chat.score(dataset, show_progress=False)]
+    argv = ["score", "--model", model_dir, "--data", str(data), "--use_chat_template", "true", "--system_prompt", "Check every step."]
+    assert cli(argv) == 0
+    assert [json.loads(line)["scores"] for line in capsys.readouterr().out.splitlines()] == expected
+    assert expected != [result["scores"] for result in printed]  # the layout changed the scores
 
 
 def test_cli_exit_codes(filtered, model_dir, pool_dir, tmp_path, capsys):

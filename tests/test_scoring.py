@@ -110,6 +110,28 @@ def test_ensemble_scores_equal_per_prefix_passes(scorers, items, tokenizer):
         assert result["first_error"] == next((i for i, s in enumerate(result["scores"]) if s < 0.5), -1)
 
 
+def test_ensemble_scores_in_the_layout_it_was_trained_with(scorers, model_dirs, tokenizer, items, tmp_path):
+    """A chat-template ensemble's config carries its layout: the scorer follows it unless told otherwise."""
+    system_prompt = "Check every step."
+    model = scorers["ensemble"].model
+    model.config.use_chat_template, model.config.system_prompt = True, system_prompt
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.config.use_chat_template, model.config.system_prompt = False, None
+    tokenizer.save_pretrained(tmp_path)
+    item = {"problem": items[0]["problem"], "steps": items[0]["steps"]}
+    chat = StepScorer.from_pretrained(tmp_path)
+    expected = StepTokenizer(tokenizer, "<extra_0>", use_chat_template=True, system_prompt=system_prompt)(item)
+    assert chat.encode(item["problem"], item["steps"]).input_ids == expected["input_ids"]
+    assert chat.settings["use_chat_template"] and chat.settings["system_prompt"] == system_prompt
+    plain = StepScorer.from_pretrained(tmp_path, use_chat_template=False)
+    assert plain.encode(item["problem"], item["steps"]).input_ids == StepTokenizer(tokenizer, "<extra_0>")(item)["input_ids"]
+    assert "system_prompt" not in plain.settings
+    with pytest.raises(ValueError, match="no chat template or system prompt"):
+        StepScorer.from_pretrained(model_dirs["token_classification"], system_prompt=system_prompt)
+
+
 def test_token_classification_scores_equal_the_pipeline_on_every_prefix(scorers, items):
     """The public TRL ProcessBench script: a token-classification pipeline on each prefix, read at its last token."""
     scorer = scorers["token_classification"]

@@ -49,6 +49,26 @@ def test_separator_text_inside_a_step_or_problem_is_not_a_step_boundary(tokenize
         assert SEPARATOR in tokenizer.decode(encoded["input_ids"][: positions[0]])  # kept as text
 
 
+def test_system_prompt_opens_the_chat_and_its_separator_text_stays_text(tokenizer):
+    record = {"problem": "How many?", "steps": ["a", "b"], "label": -1}
+    system_prompt = f"Judge each step {SEPARATOR} carefully."
+    encoded = StepTokenizer(tokenizer, SEPARATOR, use_chat_template=True, system_prompt=system_prompt)(record)
+    separator_id = separator_token_id(tokenizer, SEPARATOR)
+    positions = separator_positions(encoded, separator_id)
+    assert len(positions) == 2 and [encoded["labels"][i] for i in positions] == [1, 1]
+    prompt = tokenizer.decode(encoded["input_ids"][: positions[0]])
+    assert prompt.index(system_prompt) < prompt.index("How many?")
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "system", "content": system_prompt}, {"role": "user", "content": "How many?"}],
+        tokenize=False, add_generation_prompt=True,
+    )  # fmt: skip
+    assert prompt == rendered + "a"  # the template's text, word for word, then the first step
+    without = StepTokenizer(tokenizer, SEPARATOR, use_chat_template=True)(record)
+    assert system_prompt not in tokenizer.decode(without["input_ids"])
+    with pytest.raises(ValueError, match="use_chat_template=True"):
+        StepTokenizer(tokenizer, SEPARATOR, system_prompt=system_prompt)
+
+
 def test_first_error_mode_ignores_steps_after_the_error_and_per_step_mode_keeps_them(tokenizer):
     record = {"problem": "p", "steps": ["a", "b", "c", "d"], "label": 1, "step_labels": [1, 0, 1, None]}
     first_error = StepTokenizer(tokenizer, SEPARATOR)(record)

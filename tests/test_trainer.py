@@ -20,6 +20,7 @@ from conftest import free_port
 
 from actprm import make_arithmetic_dataset
 from actprm.judges import AnnotationStore, ArithmeticJudge, JudgeCache, JudgeUnavailableError, OpenAIJudge
+from actprm.scoring import StepScorer
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
 
@@ -111,6 +112,21 @@ def test_random_selection_trains_only_the_selected_rows(tiny_backbone, tmp_path)
     assert recorder.no_grad_rows == 0  # random selection needs no scoring pass
     assert sum(recorder.grad_batches) == summary["trained"] == summary["selected"]
     assert all(rows == 8 for rows in recorder.grad_batches[:-1])
+
+
+def test_chat_template_layout_trains_and_is_saved_with_the_model(tiny_backbone, tmp_path):
+    pool = make_arithmetic_dataset(16, seed=5)
+    system_prompt = "Check every step."
+    args = make_config(tmp_path, selection="all", use_chat_template=True, system_prompt=system_prompt)
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
+    trainer.train()
+    trainer.save_model()
+    first_row = trainer.processing_class.decode(trainer.train_dataset[0]["input_ids"])
+    assert first_row.index(system_prompt) < first_row.index(pool[0]["problem"])
+    scorer = StepScorer.from_pretrained(args.output_dir)  # follows the layout the model was trained with
+    assert scorer.settings["use_chat_template"] and scorer.settings["system_prompt"] == system_prompt
+    row = pool[0]
+    assert scorer.encode(row["problem"], row["steps"]).input_ids == trainer.train_dataset[0]["input_ids"]
 
 
 def test_pseudo_label_accuracy_is_measured_on_confident_labelled_rows(tiny_backbone, tmp_path):

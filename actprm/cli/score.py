@@ -37,6 +37,15 @@ class ScorerArguments:
         default=None,
         metadata={"help": "Step separator; None: the model's own, '\\n' for TRL PRMs. \\n and \\t are understood."},
     )
+    use_chat_template: bool | None = field(
+        default=None,
+        metadata={"help": "Ensembles: the problem in a user turn, the steps in the assistant turn; None: as trained."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System turn of chat-template ensembles (None: as trained) and Qwen2.5-Math-PRM-style "
+                  "models (None: theirs)."},
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "Model dtype."})
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run the model's own code (needed for Qwen2.5-Math-PRM-style models)."}
@@ -59,6 +68,8 @@ class ScorerArguments:
             trust_remote_code=self.trust_remote_code,
             separator=separator,
             max_length=self.max_length,
+            use_chat_template=self.use_chat_template,
+            system_prompt=self.system_prompt,
             dtype=self.dtype,
             device_map=process_state().device,
         )
