@@ -3,8 +3,9 @@
 Everything runs offline on a CPU: the tiny default backbone, the synthetic arithmetic pool (its
 labels hidden) and `ArithmeticJudge` as the annotator. Uncertainty selection runs first, over the
 whole pool (or up to a budget); the ``all`` and ``random`` baselines then get exactly the annotations
-it used, and every run is scored on the same synthetic test split (ProcessBench-style F1). Each run's
-PRM is saved in its folder.
+it used (``all`` on the pool's first trajectories, ``random`` at uncertainty's rate over the whole
+pool), each with a complete learning-rate schedule, and every run is scored on the same synthetic
+test split (ProcessBench-style F1). Each run's PRM is saved in its folder.
 """
 
 from __future__ import annotations
@@ -133,7 +134,10 @@ def run_quickstart(config: QuickstartConfig | None = None) -> list[RunResult]:
     for selection in config.selections:
         budget = results[0].annotations if results else config.budget
         random_rate = results[0].annotations / max(results[0].seen, 1) if results else 0.5
-        results.append(train_one(selection, pool, test, config, budget=budget, random_rate=random_rate))
+        # Full annotation at a budget labels the pool's first `budget` trajectories and trains one whole
+        # learning-rate schedule on them, rather than stopping part way through the pool's schedule.
+        run_pool = pool.select(range(min(budget, len(pool)))) if selection == "all" and budget else pool
+        results.append(train_one(selection, run_pool, test, config, budget=budget, random_rate=random_rate))
     return results
 
 
