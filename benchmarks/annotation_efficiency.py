@@ -75,7 +75,7 @@ def run_budget(config: EfficiencyConfig, seed: int, threshold: float | None) -> 
 
 
 def train_all(config: EfficiencyConfig) -> dict[int, dict[str, RunResult]]:
-    """Every run of every seed, one process per core; the longest jobs (most annotations) first."""
+    """Every run of every seed, one process per core; the longest jobs (uncertainty and random, highest threshold) first."""
     jobs = [(seed, threshold) for threshold in [*sorted(config.pred_thresholds, reverse=True), None] for seed in config.seeds]
     with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")) as pool:
         results = pool.map(run_budget, [config] * len(jobs), *zip(*jobs))
