@@ -25,3 +25,28 @@ from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .scoring import StepScorer
 from .trainer import ActivePRMTrainer
 from .training_args import ActivePRMConfig
+
+__all__ = [
+    "ActivePRMConfig",
+    "ActivePRMTrainer",
+    "AnnotationStore",
+    "ArithmeticJudge",
+    "EnsemblePRMConfig",
+    "EnsemblePRMModel",
+    "JudgeUnavailableError",
+    "OpenAIJudge",
+    "OracleJudge",
+    "StepDataError",
+    "StepScorer",
+    "TrajectoryPool",
+    "TransformersJudge",
+    "default_backbone",
+    "evaluate_prmbench",
+    "evaluate_processbench",
+    "filter_pool",
+    "from_trl_stepwise",
+    "load_metric",
+    "load_steps",
+    "make_arithmetic_dataset",
+    "to_trl_stepwise",
+]

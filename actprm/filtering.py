@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,6 +45,9 @@ from .data.loaders import CONVERTERS, FORMATS, HUB_FORMATS, _data_files, infer_f
 from .data.records import OnError, RawRecord, RecordErrors, build_dataset, read_records
 from .scoring import StepScorer
 from .selection import pad_step_statistics, select_confident
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 DATA_DIR = "data"
 DONE_DIR = "done"

@@ -92,6 +92,9 @@ class StepTokenizer:
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
+    def _template_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
     def prompt_ids(self, problem: str) -> list[int]:
         """Token ids of everything before the first step.
 
@@ -106,9 +109,10 @@ class StepTokenizer:
         )
         before_system, _, rest = rendered.rpartition(_SYSTEM_MARKER)
         head, tail = rest.split(_CONTENT_MARKER)
-        template_ids = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        system_ids = [] if self.system_prompt is None else template_ids(before_system) + self._text_ids(self.system_prompt)
-        return system_ids + template_ids(head) + self._text_ids(problem) + template_ids(tail)
+        system_ids = []
+        if self.system_prompt is not None:
+            system_ids = self._template_ids(before_system) + self._text_ids(self.system_prompt)
+        return system_ids + self._template_ids(head) + self._text_ids(problem) + self._template_ids(tail)
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """``input_ids``, ``attention_mask``, ``labels`` and ``num_dropped_steps`` for one record."""

@@ -39,19 +39,23 @@ class EfficiencyConfig(QuickstartConfig):
     output_dir: str = field(default="bench-annotation", metadata={"help": "Where runs, curves and the plot go."})
     pool_size: int = field(default=16000, metadata={"help": "Trajectories in the unlabelled synthetic pool."})
     test_size: int = field(default=1000, metadata={"help": "Labelled synthetic test trajectories."})
-    eval_steps: int = field(default=400, metadata={"help": "Evaluate on the test split every this many steps (learning curves)."})
+    eval_steps: int = field(
+        default=400, metadata={"help": "Evaluate on the test split every this many steps (learning curves)."}
+    )
     pred_thresholds: list[float] = field(
         default_factory=lambda: [0.9, 0.95, 0.97],
         metadata={"help": "Confidence thresholds of the uncertainty runs; each sets one budget for a random run."},
     )
     pred_threshold: float = field(
-        default=0.97, metadata={"help": "The threshold (one of `pred_thresholds`) the full-annotation goal is read from."}
+        default=0.97,
+        metadata={"help": "The threshold (one of `pred_thresholds`) the full-annotation goal is read from."},
     )
     seeds: list[int] = field(
         default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Seeds of the pool and of training to average over."}
     )
     curves: str | None = field(
-        default=None, metadata={"help": "A `curves.json` of an earlier run: summarise and plot it again without training."}
+        default=None,
+        metadata={"help": "A `curves.json` of an earlier run: summarise and plot it again without training."},
     )
 
 
@@ -76,8 +80,14 @@ def run_budget(config: EfficiencyConfig, seed: int, threshold: float | None) -> 
 
 def train_all(config: EfficiencyConfig) -> dict[int, dict[str, RunResult]]:
     """Every run of every seed, one process per core; the longest jobs (uncertainty and random, highest threshold) first."""
-    jobs = [(seed, threshold) for threshold in [*sorted(config.pred_thresholds, reverse=True), None] for seed in config.seeds]
-    with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+    jobs = [
+        (seed, threshold)
+        for threshold in [*sorted(config.pred_thresholds, reverse=True), None]
+        for seed in config.seeds
+    ]
+    with ProcessPoolExecutor(
+        min(len(jobs), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         results = pool.map(run_budget, [config] * len(jobs), *zip(*jobs))
         runs: dict[int, dict[str, RunResult]] = {seed: {} for seed in config.seeds}
         for (seed, _), result in zip(jobs, results):
@@ -108,11 +118,18 @@ def plot(seeds: list[dict[str, RunResult]], config: EfficiencyConfig, path: Path
     figure, (budgets, curves) = plt.subplots(1, 2, figsize=(11, 4))
     for color, name in enumerate(("uncertainty", "random")):
         keys = [f"{name}@{t}" for t in config.pred_thresholds] + ["all"]
-        points = np.array([[np.mean([r[k].annotations for r in seeds]), np.mean([r[k].f1 for r in seeds])] for k in keys])
+        points = np.array(
+            [[np.mean([r[k].annotations for r in seeds]), np.mean([r[k].f1 for r in seeds])] for k in keys]
+        )
         order = points[:, 0].argsort()
         budgets.plot(*points[order].T, marker="o", color=f"C{color}", label=f"{name} (mean)")
-        budgets.scatter([r[k].annotations for r in seeds for k in keys], [r[k].f1 for r in seeds for k in keys],
-                        color=f"C{color}", alpha=0.3, s=10)
+        budgets.scatter(
+            [r[k].annotations for r in seeds for k in keys],
+            [r[k].f1 for r in seeds for k in keys],
+            color=f"C{color}",
+            alpha=0.3,
+            s=10,
+        )
     budgets.set_title("End of each run (one budget per threshold)")
     for color, name in enumerate(("uncertainty", "random", "all")):
         key = name if name == "all" else f"{name}@{config.pred_threshold}"
@@ -135,16 +152,22 @@ def plot(seeds: list[dict[str, RunResult]], config: EfficiencyConfig, path: Path
 def main(argv: list[str]) -> int:
     (config,) = TrlParser(EfficiencyConfig).parse_args_and_config(argv)
     if config.pred_threshold not in config.pred_thresholds:
-        raise ValueError(f"pred_threshold {config.pred_threshold} is not one of pred_thresholds {config.pred_thresholds}")
+        raise ValueError(
+            f"pred_threshold {config.pred_threshold} is not one of pred_thresholds {config.pred_thresholds}"
+        )
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if config.curves:
         stored = json.loads(Path(config.curves).read_text())
-        runs = {int(seed): {key: RunResult(**run) for key, run in seed_runs.items()} for seed, seed_runs in stored.items()}
+        runs = {
+            int(seed): {key: RunResult(**run) for key, run in seed_runs.items()} for seed, seed_runs in stored.items()
+        }
         config.seeds = sorted(runs)
     else:
         runs = train_all(config)
-        (output / "curves.json").write_text(json.dumps({seed: {k: asdict(r) for k, r in v.items()} for seed, v in runs.items()}, indent=2))
+        (output / "curves.json").write_text(
+            json.dumps({seed: {k: asdict(r) for k, r in v.items()} for seed, v in runs.items()}, indent=2)
+        )
     seeds = [runs[seed] for seed in config.seeds]
     plot(seeds, config, output / "annotation_efficiency.png")
 
@@ -158,17 +181,23 @@ def main(argv: list[str]) -> int:
         uncertainty, random = f"uncertainty@{threshold}", f"random@{threshold}"
         ahead[threshold] = mean(uncertainty, "f1") - mean(random, "f1")
         wins = sum(r[uncertainty].f1 > r[random].f1 for r in seeds)
-        print(f"  pred_threshold {threshold}: uncertainty F1 {mean(uncertainty, 'f1'):.3f} with {mean(uncertainty, 'annotations'):.0f} "
-              f"({mean(uncertainty, 'annotations') / full_annotations:.0%}); random F1 {mean(random, 'f1'):.3f} with "
-              f"{mean(random, 'annotations'):.0f}; uncertainty ahead by {ahead[threshold]:+.3f} ({wins} of {len(seeds)} seeds)")
+        print(
+            f"  pred_threshold {threshold}: uncertainty F1 {mean(uncertainty, 'f1'):.3f} with {mean(uncertainty, 'annotations'):.0f} "
+            f"({mean(uncertainty, 'annotations') / full_annotations:.0%}); random F1 {mean(random, 'f1'):.3f} with "
+            f"{mean(random, 'annotations'):.0f}; uncertainty ahead by {ahead[threshold]:+.3f} ({wins} of {len(seeds)} seeds)"
+        )
         gap = mid_pass_gap(seeds, threshold)
-        print(f"    mid-pass evaluations (not budgets), uncertainty minus random at {len(gap)} counts: "
-              f"min {gap.min():+.3f}, mean {gap.mean():+.3f}")
+        print(
+            f"    mid-pass evaluations (not budgets), uncertainty minus random at {len(gap)} counts: "
+            f"min {gap.min():+.3f}, mean {gap.mean():+.3f}"
+        )
     key = f"uncertainty@{config.pred_threshold}"
     goal_parity = mean(key, "f1") >= full_f1 - 0.01 and mean(key, "annotations") <= 0.5 * full_annotations
     goal_random = all(gap > 0 for gap in ahead.values())
-    print(f"goal 'full F1 within 1 point at <=50% annotations' (pred_threshold {config.pred_threshold}): "
-          f"{'met' if goal_parity else 'NOT met'}")
+    print(
+        f"goal 'full F1 within 1 point at <=50% annotations' (pred_threshold {config.pred_threshold}): "
+        f"{'met' if goal_parity else 'NOT met'}"
+    )
     print(f"goal 'beats random at every budget' ({len(ahead)} budgets): {'met' if goal_random else 'NOT met'}")
     print(f"plot: {output / 'annotation_efficiency.png'}")
     return 0

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import torch
-from transformers import AutoTokenizer, Qwen2Config, Trainer
+from transformers import AutoTokenizer, Qwen2Config
 
 from actprm.data.synthetic import make_arithmetic_dataset
 from actprm.default_backbone import DEFAULT_SEPARATOR, default_backbone

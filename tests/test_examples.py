@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def test_training_configs_parse_on_local_stand_ins(config, tiny_backbone, tmp_pa
     stand_in.write_text(yaml.safe_dump(settings))
     assert main(["train", "--config", str(stand_in), "--dry_run"]) == 0
     plan = capsys.readouterr().out
-    assert f"on 8 trajectories" in plan and f"{settings['num_ensemble']} heads" in plan
+    assert "on 8 trajectories" in plan and f"{settings['num_ensemble']} heads" in plan
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
