@@ -238,6 +238,25 @@ def test_cache_is_safe_for_several_processes_writing_at_once(tmp_path):
     assert cache.get("other judge", "shared-7") is None
 
 
+def _open_new_cache(path: str, start: float) -> str:
+    while time.time() < start:  # both processes open the file at the same moment
+        pass
+    try:
+        JudgeCache(path)
+        return "ok"
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        return f"{type(error).__name__}: {error}"
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path):
+    """Two ranks of a run create the cache file together; neither may fail on sqlite's lock."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        for attempt in range(100):
+            path = str(tmp_path / f"cache{attempt}.sqlite")
+            results = pool.starmap(_open_new_cache, [(path, time.time() + 0.02)] * 2)
+            assert results == ["ok", "ok"], f"attempt {attempt}: {results}"
+
+
 def _annotation(first_error: int, judge: str = "arithmetic") -> Annotation:
     return Annotation(
         first_error, [1] * 3 if first_error < 0 else [1] * first_error + [0], 5, "why", judge, PROMPT_VERSION

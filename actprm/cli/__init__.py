@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ..distributed import end_process_group
 from ..judges import JudgeUnavailableError
 
 COMMANDS = ("quickstart", "train", "label", "filter", "score", "eval", "push", "space")
@@ -43,3 +44,5 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"actprm {name}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        end_process_group()  # under accelerate launch or torchrun

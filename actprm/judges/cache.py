@@ -42,9 +42,22 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """WAL mode and the table. Two processes opening a new file at once can find it locked without
+        sqlite waiting (the switch to WAL does not use the busy timeout), so that is retried here."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def get(self, judge: str, question: str) -> dict[str, Any] | None:
         """The stored answer's fields (``first_error``, ``step_labels``, ``tokens``, ``raw_output``,
