@@ -8,6 +8,7 @@ fake step boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Mapping
 
 import torch
@@ -95,24 +96,30 @@ class StepTokenizer:
     def _template_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prompt_ids(self, problem: str) -> list[int]:
-        """Token ids of everything before the first step.
+    @cached_property
+    def _chat_template_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids of the chat template before and after the problem, rendered once.
 
-        The template's own text is tokenised as it is; the system prompt and the problem as plain text,
-        so separator text in them never becomes a separator token.
+        The template's own text is tokenised as it is; the system prompt as plain text, so separator
+        text in it never becomes a separator token.
         """
-        if not self.use_chat_template:
-            return self._text_ids(problem + "\n\n")
         system = [] if self.system_prompt is None else [{"role": "system", "content": _SYSTEM_MARKER}]
         rendered = self.tokenizer.apply_chat_template(
             [*system, {"role": "user", "content": _CONTENT_MARKER}], tokenize=False, add_generation_prompt=True
         )
         before_system, _, rest = rendered.rpartition(_SYSTEM_MARKER)
         head, tail = rest.split(_CONTENT_MARKER)
-        system_ids = []
+        head_ids = self._template_ids(head)
         if self.system_prompt is not None:
-            system_ids = self._template_ids(before_system) + self._text_ids(self.system_prompt)
-        return system_ids + self._template_ids(head) + self._text_ids(problem) + self._template_ids(tail)
+            head_ids = self._template_ids(before_system) + self._text_ids(self.system_prompt) + head_ids
+        return head_ids, self._template_ids(tail)
+
+    def prompt_ids(self, problem: str) -> list[int]:
+        """Token ids of everything before the first step (the problem as plain text)."""
+        if not self.use_chat_template:
+            return self._text_ids(problem + "\n\n")
+        head_ids, tail_ids = self._chat_template_ids
+        return head_ids + self._text_ids(problem) + tail_ids
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """``input_ids``, ``attention_mask``, ``labels`` and ``num_dropped_steps`` for one record."""
