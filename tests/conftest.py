@@ -12,15 +12,34 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("ACTPRM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def missing(what: str) -> None:
+    """Skip the test with one line naming ``what`` is missing; under ``CI=true`` fail it instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: required)", pytrace=False)
+    pytest.skip(what)
+
+
+def shared_path(name: str, env: str) -> Path:
+    """``../shared/<name>`` beside the checkout, or the folder ``$<env>`` names; `missing` when it is not there."""
+    path = Path(os.environ.get(env) or SHARED / name)
+    if not path.is_dir():
+        missing(f"{path} not found: put the project's shared/{name} beside the checkout or set {env}")
+    return path
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``: ProcessBench, PRMBench and PRM800K as laid out in its README."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"benchmark data not found at {SHARED_DATA}; set ACTPRM_SHARED_DATA")
-    return SHARED_DATA
+    return shared_path("data", "ACTPRM_SHARED_DATA")
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    """``../shared/models``: the real models of the project (see its README)."""
+    return shared_path("models", "ACTPRM_SHARED_MODELS")
 
 
 @pytest.fixture(scope="session")

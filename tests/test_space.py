@@ -3,6 +3,7 @@ headless Chromium (Debian's ``chromium``, driven by Playwright) against it, offl
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import free_port, server_process
+from conftest import free_port, missing, server_process
 
 from actprm.cli import main as cli_main
 from actprm.data import SAMPLES_DIR, load_steps, make_arithmetic_dataset
@@ -31,7 +32,8 @@ from actprm.space import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+"""Chromium builds looked up on PATH, in order."""
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -143,8 +145,9 @@ def test_api_refuses_a_model_it_does_not_serve(client):
 
 
 def test_browser_scores_an_example_and_marks_the_first_error(space, client):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's Chromium with `apt-get install -y chromium`")
+    chromium = next(filter(None, map(shutil.which, BROWSERS)), None)
+    if chromium is None:
+        missing(f"no Chromium on PATH ({', '.join(BROWSERS)}): install one, e.g. `apt-get install -y chromium`")
     from playwright.sync_api import expect, sync_playwright
 
     label, (problem, steps_text) = example_inputs()[0]
@@ -153,7 +156,7 @@ def test_browser_scores_an_example_and_marks_the_first_error(space, client):
     assert first_error >= 0, "the example must have a predicted error for this test to check its marking"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             expect.set_options(timeout=PAGE_TIMEOUT_MS)
