@@ -9,9 +9,8 @@ summary's keys and values are percentages.
 How a model was trained is kept beside it in `TRAINING_REPORT_FILE`, written with the card, so that a
 later ``actprm push`` can rebuild the card with new evaluation results.
 
-The templates are read from ``hub_cards/`` beside the package in a source checkout (and an editable
-install); an installed package reads the copies its distribution installed as data files (found
-through the distribution's file list).
+The templates are package resources (``actprm/hub_cards``, a link to the checkout's ``hub_cards/``
+that a wheel ships as files), read with `importlib.resources`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,22 +89,15 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 
 
 def card_template_path(name: str) -> Path:
-    """Path of a card template (`MODEL_CARD_TEMPLATE` or `DATASET_CARD_TEMPLATE`).
+    """Path of a card template (`MODEL_CARD_TEMPLATE` or `DATASET_CARD_TEMPLATE`), a resource of the package.
 
     Raises:
-        FileNotFoundError: if neither the source checkout nor the installed distribution has it.
+        FileNotFoundError: if the installed package lacks it.
     """
-    checkout = Path(__file__).resolve().parent.parent / TEMPLATE_FOLDER / name
-    if checkout.is_file():
-        return checkout
-    try:
-        installed = metadata.files("actprm") or []
-    except metadata.PackageNotFoundError:
-        installed = []
-    for file in installed:
-        if file.name == name and TEMPLATE_FOLDER in file.parts:
-            return Path(file.locate())
-    raise FileNotFoundError(f"card template {name} is neither in {checkout.parent} nor among actprm's installed files")
+    template = resources.files("actprm") / TEMPLATE_FOLDER / name
+    if not template.is_file():
+        raise FileNotFoundError(f"card template {name} is not among actprm's package files ({template})")
+    return Path(str(template))
 
 
 @dataclass

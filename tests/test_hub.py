@@ -9,6 +9,7 @@ load by its Hub id.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,9 @@ from huggingface_hub import (
 )
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+from conftest import missing
+
+import actprm
 from actprm import AnnotationStore, ArithmeticJudge, EnsemblePRMModel, make_arithmetic_dataset
 from actprm.cli import main as cli
 from actprm.data import PROCESSBENCH_SUBSETS
@@ -47,6 +51,7 @@ from actprm.model_card import (
     TRAINING_REPORT_FILE,
     TrainingReport,
     build_dataset_card,
+    card_template_path,
     eval_results_from_summaries,
 )
 from actprm.scoring import StepScorer
@@ -289,11 +294,21 @@ def test_dataset_card_describes_labels_and_parses_back(model_dir):
         assert f"| `{column}` |" in text
 
 
+def test_card_templates_are_package_resources_of_the_checkout_folder():
+    for name in (MODEL_CARD_TEMPLATE, DATASET_CARD_TEMPLATE):
+        template = card_template_path(name)
+        assert template.is_relative_to(Path(actprm.__file__).parent)
+        assert template.read_text() == (REPO_ROOT / "hub_cards" / name).read_text()
+
+
 def test_card_templates_are_found_in_a_non_editable_install(tmp_path):
     """A wheel installed in a virtual environment reads the templates from its own files, not from this checkout.
 
-    The environment sees the system's packages, but pip leaves an installation outside it alone.
+    The environment sees the system's packages, but pip leaves an installation outside it alone. The wheel is
+    built by this environment's setuptools (offline: no build isolation), which needs its bdist_wheel.
     """
+    if importlib.util.find_spec("setuptools.command.bdist_wheel") is None and importlib.util.find_spec("wheel") is None:
+        missing("setuptools >= 70.1 or the `wheel` package is needed to build actprm's wheel offline")
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.cfg", "setup.py", "README.md"):
@@ -312,7 +327,8 @@ def test_card_templates_are_found_in_a_non_editable_install(tmp_path):
         f"print(m.__file__); print(m.card_template_path({MODEL_CARD_TEMPLATE!r})); "
         f"print(m.card_template_path({DATASET_CARD_TEMPLATE!r}))"
     )
-    done = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}  # not this checkout
+    done = subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     module, model_template, dataset_template = map(Path, done.stdout.split())
     assert module.is_relative_to(venv)
