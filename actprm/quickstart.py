@@ -14,13 +14,17 @@ import os
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from transformers import PrinterCallback
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, SchedulerType, TrainerCallback
 
 from .data.synthetic import make_arithmetic_dataset
 from .default_backbone import default_backbone
 from .judges import ArithmeticJudge
 from .trainer import ActivePRMTrainer
 from .training_args import ActivePRMConfig
+
+
+SELECTIONS = ("uncertainty", "all", "random")
 
 
 @dataclass
@@ -48,6 +52,30 @@ class QuickstartConfig:
         metadata={"help": "Strategies to run; the first sets the others' budget."},
     )
 
+    def __post_init__(self):
+        """Check every option before any work, naming the flag at fault."""
+        at_least = {"pool_size": 1, "test_size": 1, "batch_size": 1, "num_ensemble": 1, "eval_steps": 1,
+                    "active_warmup_steps": 0}
+        if self.budget is not None:
+            at_least["budget"] = 1
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 <= self.error_rate <= 1:
+            raise ValueError(f"--error_rate must be in [0, 1], got {self.error_rate}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.5 < self.pred_threshold <= 1:
+            raise ValueError(f"--pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
+        if self.std_threshold < 0:
+            raise ValueError(f"--std_threshold must be >= 0, got {self.std_threshold}")
+        schedules = [schedule.value for schedule in SchedulerType]
+        if self.lr_scheduler_type not in schedules:
+            raise ValueError(f"--lr_scheduler_type must be one of {', '.join(schedules)}, got {self.lr_scheduler_type!r}")
+        unknown = [name for name in self.selections if name not in SELECTIONS]
+        if not self.selections or unknown:
+            raise ValueError(f"--selections must be some of {', '.join(SELECTIONS)}, got {' '.join(self.selections)}")
+
 
 @dataclass
 class RunResult:
@@ -62,6 +90,26 @@ class RunResult:
     correct_acc: float
     curve: list[tuple[int, float]]
     """(annotations so far, test F1) at every evaluation."""
+
+
+class RunProgress(TrainerCallback):
+    """A progress bar over one run's training steps with the annotations used and the fraction selected so far."""
+
+    def __init__(self, selection: str, trainer: ActivePRMTrainer):
+        self.selection, self.trainer, self.bar = selection, trainer, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, desc=self.selection, unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        active = self.trainer.active
+        self.bar.set_postfix_str(
+            f"annotations {active.annotations}, selected {active.selected / max(active.seen, 1):.0%}", refresh=False
+        )
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
 
 
 def train_one(
@@ -96,17 +144,21 @@ def train_one(
         report_to="none",
         seed=config.seed,
         use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True,  # RunProgress's bar instead of the Trainer's
     )
     judge = ArithmeticJudge()  # cached in the run's own folder: each strategy pays for its own labels
     trainer = ActivePRMTrainer(default_backbone(), args=args, train_dataset=pool, eval_dataset=test, judge=judge)
     trainer.remove_callback(PrinterCallback)  # one line per run instead of every log
+    trainer.add_callback(RunProgress(selection, trainer))
     trainer.train()
     trainer.save_model()  # the trained PRM, loadable with `EnsemblePRMModel.from_pretrained`
     final = trainer.evaluate()
     summary = trainer.active_learning_summary()
     curve = [(int(e["active/annotations"]), e["eval_f1"]) for e in trainer.state.log_history if "eval_f1" in e]
-    print(f"{selection}: {summary['annotations']} annotations, {summary['seen']} trajectories seen, test F1 {final['eval_f1']:.3f}")
+    print(
+        f"{selection}: {summary['annotations']} annotations, {summary['seen']} trajectories seen, "
+        f"test F1 {final['eval_f1']:.3f}; PRM saved in {args.output_dir}"
+    )
     return RunResult(
         selection=selection,
         annotations=int(summary["annotations"]),
