@@ -24,14 +24,11 @@ import math
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-from .data.synthetic import iter_arithmetic_examples, make_arithmetic_dataset
-from .tokenization import IGNORE_INDEX, StepTokenizer
+if TYPE_CHECKING:  # the building code imports them when it runs: `default_backbone()` is only a path
+    import torch
+    from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 DEFAULT_SEPARATOR = "<extra_0>"
 """Step separator shared with Qwen2.5-Math-PRM and the ActPRM release."""
@@ -51,6 +48,11 @@ def default_backbone() -> str:
 
 def build_default_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (digits split one by one) trained on synthetic problems."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .data.synthetic import make_arithmetic_dataset
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -78,6 +80,9 @@ class _Solutions:
     """Correct synthetic solutions as token ids, laid out as `StepTokenizer` lays out PRM inputs."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, seed: int):
+        from .data.synthetic import iter_arithmetic_examples
+        from .tokenization import StepTokenizer
+
         self.step_tokenizer = StepTokenizer(tokenizer, DEFAULT_SEPARATOR)
         self.rows = iter_arithmetic_examples(seed, split="pool", error_rate=0.0)
         self.eos_token_id = tokenizer.eos_token_id
@@ -93,6 +98,8 @@ class _Solutions:
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    import torch
+
     width = max(len(row) for row in rows)
     return torch.tensor([row + [value] * (width - len(row)) for row in rows])
 
@@ -115,6 +122,8 @@ class _Corruptor:
     def __call__(self, ids: list[int], prompt_length: int, logits: torch.Tensor) -> tuple[list[int], int, int]:
         """``(new ids, first changed position, end of the new tokens)`` for ``ids`` and the generator's
         next-token ``logits`` over them."""
+        import torch
+
         numbers = self._numbers(ids, prompt_length)
         results = [(start, end) for start, end in numbers if start >= 2 and ids[start - 2] == self.equals_id]
         draw = self.rng.random()
@@ -157,6 +166,11 @@ def _pretrain(
 ) -> None:
     """AdamW with linear warm-up and cosine decay on language modelling, plus replaced-token detection
     on ``replaced_fraction`` of the solutions when it is above 0."""
+    import torch
+    import torch.nn.functional as F
+
+    from .tokenization import IGNORE_INDEX
+
     generator = copy.deepcopy(model).eval() if replaced_fraction else None
     detector = torch.nn.Linear(model.config.hidden_size, 1).to(model.device) if replaced_fraction else None
     corrupt = _Corruptor(tokenizer, rng)
@@ -230,6 +244,9 @@ def build_default_backbone(
     The shipped backbone is this with the defaults: about 30 minutes on one CPU thread (set
     ``torch.set_num_threads(1)`` to reproduce it bit for bit). ``device="cuda"`` builds it on a GPU.
     """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     torch.manual_seed(seed)
     rng = random.Random(f"actprm-default-backbone-{seed}")
     tokenizer = build_default_tokenizer()

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from datasets import Dataset
-from tqdm.auto import tqdm
-from transformers import PrinterCallback, SchedulerType, TrainerCallback
+if TYPE_CHECKING:  # imported when a run starts: `actprm quickstart --help` needs only the config
+    from datasets import Dataset
 
-from .data.synthetic import make_arithmetic_dataset
-from .default_backbone import default_backbone
-from .judges import ArithmeticJudge
-from .trainer import ActivePRMTrainer
-from .training_args import ActivePRMConfig
+    from .trainer import ActivePRMTrainer
 
 
 SELECTIONS = ("uncertainty", "all", "random")
@@ -69,6 +65,8 @@ class QuickstartConfig:
             raise ValueError(f"--pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
         if self.std_threshold < 0:
             raise ValueError(f"--std_threshold must be >= 0, got {self.std_threshold}")
+        from transformers import SchedulerType
+
         schedules = [schedule.value for schedule in SchedulerType]
         if self.lr_scheduler_type not in schedules:
             raise ValueError(f"--lr_scheduler_type must be one of {', '.join(schedules)}, got {self.lr_scheduler_type!r}")
@@ -92,24 +90,29 @@ class RunResult:
     """(annotations so far, test F1) at every evaluation."""
 
 
-class RunProgress(TrainerCallback):
-    """A progress bar over one run's training steps with the annotations used and the fraction selected so far."""
+def run_progress(selection: str, trainer: ActivePRMTrainer):
+    """A callback showing a progress bar over one run's training steps, with the annotations used and the
+    fraction of trajectories selected so far."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
 
-    def __init__(self, selection: str, trainer: ActivePRMTrainer):
-        self.selection, self.trainer, self.bar = selection, trainer, None
+    class RunProgress(TrainerCallback):
+        bar = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, desc=self.selection, unit="step", dynamic_ncols=True)
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=selection, unit="step", dynamic_ncols=True)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        active = self.trainer.active
-        self.bar.set_postfix_str(
-            f"annotations {active.annotations}, selected {active.selected / max(active.seen, 1):.0%}", refresh=False
-        )
-        self.bar.update(state.global_step - self.bar.n)
+        def on_step_end(self, args, state, control, **kwargs):
+            active = trainer.active
+            self.bar.set_postfix_str(
+                f"annotations {active.annotations}, selected {active.selected / max(active.seen, 1):.0%}", refresh=False
+            )
+            self.bar.update(state.global_step - self.bar.n)
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self.bar.close()
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return RunProgress()
 
 
 def train_one(
@@ -122,6 +125,13 @@ def train_one(
     random_rate: float = 0.5,
 ) -> RunResult:
     """Train the default backbone on ``pool`` with one selection strategy and score it on ``test``."""
+    from transformers import PrinterCallback
+
+    from .default_backbone import default_backbone
+    from .judges import ArithmeticJudge
+    from .trainer import ActivePRMTrainer
+    from .training_args import ActivePRMConfig
+
     args = ActivePRMConfig(
         output_dir=os.path.join(config.output_dir, selection),
         per_device_train_batch_size=config.batch_size,
@@ -144,12 +154,12 @@ def train_one(
         report_to="none",
         seed=config.seed,
         use_cpu=True,
-        disable_tqdm=True,  # RunProgress's bar instead of the Trainer's
+        disable_tqdm=True,  # run_progress's bar instead of the Trainer's
     )
     judge = ArithmeticJudge()  # cached in the run's own folder: each strategy pays for its own labels
     trainer = ActivePRMTrainer(default_backbone(), args=args, train_dataset=pool, eval_dataset=test, judge=judge)
     trainer.remove_callback(PrinterCallback)  # one line per run instead of every log
-    trainer.add_callback(RunProgress(selection, trainer))
+    trainer.add_callback(run_progress(selection, trainer))
     trainer.train()
     trainer.save_model()  # the trained PRM, loadable with `EnsemblePRMModel.from_pretrained`
     final = trainer.evaluate()
@@ -173,6 +183,8 @@ def train_one(
 
 def unlabelled_pool(config: QuickstartConfig) -> Dataset:
     """``config``'s synthetic pool with its labels hidden: the judge labels what is selected."""
+    from .data.synthetic import make_arithmetic_dataset
+
     pool = make_arithmetic_dataset(config.pool_size, config.seed, split="pool", error_rate=config.error_rate)
     return pool.map(lambda row: {"label": None, "step_labels": None})
 
@@ -180,6 +192,8 @@ def unlabelled_pool(config: QuickstartConfig) -> Dataset:
 def run_quickstart(config: QuickstartConfig | None = None) -> list[RunResult]:
     """Run every strategy of ``config.selections``; the first one's annotations set the others' budget."""
     config = config or QuickstartConfig()
+    from .data.synthetic import make_arithmetic_dataset
+
     pool = unlabelled_pool(config)
     test = make_arithmetic_dataset(config.test_size, config.seed, split="test")
     results: list[RunResult] = []

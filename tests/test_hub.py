@@ -264,7 +264,7 @@ def test_model_card_snippets_load_and_score_by_hub_id(model_dir, hub, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     output = json.loads(done.stdout.split("RESULT ", 1)[1])
-    assert output["model"] == "EnsemblePRMModel"  # AutoModel, after `import actprm`, without trust_remote_code
+    assert output["model"] == "EnsemblePRMModel"  # AutoModel, after `import actprm.modeling`, without trust_remote_code
     (result,) = output["results"]
     example = re.search(r"scorer\.score\(\[\n\s*(\{.*\}),\n\]\)", snippets[0]).group(1)
     expected = StepScorer.from_pretrained(model_dir).score([ast.literal_eval(example)], show_progress=False)[0]

@@ -9,12 +9,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..distributed import end_process_group
-from ..judges import JudgeUnavailableError
-
 COMMANDS = ("quickstart", "train", "label", "filter", "score", "eval", "push", "space")
-USER_ERRORS = (ValueError, FileNotFoundError, JudgeUnavailableError)
-"""Bad input: reported as one line and exit code 2 (StepDataError is a ValueError)."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Bad input: reported as one line and exit code 2 (StepDataError is a ValueError). Imported only on an error,
+    so that ``--help`` does not load the judges."""
+    from ..judges import JudgeUnavailableError
+
+    return ValueError, FileNotFoundError, JudgeUnavailableError
 
 
 def _usage() -> str:
@@ -41,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     command = importlib.import_module(f"actprm.cli.{name}")
     try:
         return int(command.main(rest) or 0)
-    except USER_ERRORS as error:
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
         print(f"actprm {name}: error: {error}", file=sys.stderr)
         return 2
     finally:
-        end_process_group()  # under accelerate launch or torchrun
+        if "torch" in sys.modules:  # without torch there is no process group to end
+            from ..distributed import end_process_group
+
+            end_process_group()  # under accelerate launch or torchrun

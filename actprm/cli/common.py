@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from datasets import Dataset
+if TYPE_CHECKING:
+    from datasets import Dataset
 
-from ..data import load_steps
-from ..judges import ArithmeticJudge, Judge, OpenAIJudge, OracleJudge, TransformersJudge
+    from ..judges import Judge
 
 
 @dataclass
@@ -30,6 +30,8 @@ class DataArguments:
 
     def load(self) -> Dataset:
         """The dataset in the canonical schema, labels hidden if asked."""
+        from ..data import load_steps
+
         dataset = load_steps(self.dataset, self.dataset_format, split=self.dataset_split)
         if self.max_samples is not None:
             dataset = dataset.select(range(min(self.max_samples, dataset.num_rows)))
@@ -39,6 +41,8 @@ class DataArguments:
 
     def load_eval(self) -> Dataset | None:
         """The evaluation dataset, if one was given."""
+        from ..data import load_steps
+
         return load_steps(self.eval_dataset, self.eval_dataset_format) if self.eval_dataset else None
 
 
@@ -70,6 +74,8 @@ class JudgeArguments:
 
     def build(self) -> Judge | None:
         """The judge these arguments describe (``None`` for ``--judge none``)."""
+        from ..judges import ArithmeticJudge, OpenAIJudge, OracleJudge, TransformersJudge
+
         cache = self.judge_cache
         if self.judge == "none":
             return None

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
 from trl import TrlParser
 
-from ..judges import AnnotationStore, JudgeFailure, JudgeUnavailableError
 from .common import DataArguments, JudgeArguments
 
 HELP = "label a dataset's trajectories with a judge (resumable; answers are cached)"
@@ -23,6 +21,10 @@ class LabelArguments:
 def main(argv: list[str]) -> int:
     parser = TrlParser((DataArguments, JudgeArguments, LabelArguments), prog="actprm label", description=HELP)
     data_args, judge_args, label_args = parser.parse_args_and_config(argv)
+    from tqdm.auto import tqdm
+
+    from ..judges import AnnotationStore, JudgeFailure, JudgeUnavailableError
+
     if judge_args.judge == "none":
         raise ValueError("--judge is required: openai, transformers, oracle or arithmetic")
     store = AnnotationStore(label_args.output)

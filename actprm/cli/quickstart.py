@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..quickstart import QuickstartConfig, format_results, run_quickstart
+from ..quickstart import QuickstartConfig
 
 HELP = "online active learning on the embedded default vs full and random annotation"
 
@@ -16,6 +16,8 @@ HELP = "online active learning on the embedded default vs full and random annota
 def main(argv: list[str]) -> int:
     parser = TrlParser(QuickstartConfig, prog="actprm quickstart", description=HELP)
     (config,) = parser.parse_args_and_config(argv)
+    from ..quickstart import format_results, run_quickstart
+
     results = run_quickstart(config)
     table = format_results(results)
     output = Path(config.output_dir)

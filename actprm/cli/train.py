@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser
 
-from ..trainer import ActivePRMTrainer
-from ..training_args import ActivePRMConfig
 from .common import DataArguments, JudgeArguments
 
 HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
@@ -23,6 +21,8 @@ class RunArguments:
 
 
 def main(argv: list[str]) -> int:
+    from ..training_args import ActivePRMConfig  # transformers' TrainingArguments: torch and accelerate
+
     parser = TrlParser(
         (DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig, RunArguments), prog="actprm train", description=HELP
     )
@@ -38,6 +38,10 @@ def main(argv: list[str]) -> int:
             f"{data_args.dataset}, judge {judge!r}, output in {training_args.output_dir}"
         )
         return 0
+    from trl import get_peft_config
+
+    from ..trainer import ActivePRMTrainer
+
     init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
     if model_args.dtype not in (None, "auto"):
         init_kwargs["dtype"] = model_args.dtype
