@@ -287,7 +287,7 @@ def _filter_shard(
     }
     own = [name for name in dataset.column_names if name not in SCORE_FEATURES]
     schema = Features({**{name: dataset.features[name] for name in own}, **SCORE_FEATURES}).arrow_schema
-    table = dataset.with_format("arrow")[:].select(own).take(kept_indices)
+    table = dataset.with_format("arrow")[:].select(own).take(pa.array(kept_indices, pa.int64()))  # typed when empty
     for name in SCORE_FEATURES:
         table = table.append_column(schema.field(name), pa.array(columns[name], schema.field(name).type))
     data_path = output_dir / DATA_DIR / f"{shard.name}.parquet"

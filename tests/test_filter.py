@@ -128,6 +128,21 @@ def test_output_is_sharded_like_the_input_and_summarised(filtered, pool_dir):
     assert summary["source"] == str(pool_dir.resolve()) and summary["pred_threshold"] == RULE["pred_threshold"]
 
 
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_shards_that_keep_nothing_are_written_empty(model_dir, pool_dir, tmp_path, capsys, on_error):
+    """A rule under which every trajectory is confident keeps none: empty shards with the full schema."""
+    output_dir = tmp_path / "kept"
+    rule = ["--pred_threshold", "0.5000001", "--std_threshold", "1"]
+    code = cli(["filter", "--model", model_dir, "--data", str(pool_dir), "--output_dir", str(output_dir), *rule,
+                "--on_error", on_error])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "kept 0 of 48 trajectories" in capsys.readouterr().out
+    for index in range(len(SHARDS)):
+        table = pq.read_table(output_dir / "data" / f"pool-{index}.parquet")
+        assert table.num_rows == 0
+        assert {"id", "steps", "scores", "stds", "predicted_first_error", "truncated"} <= set(table.column_names)
+
+
 def test_rerun_redoes_only_the_unfinished_shards(filtered, scorer, pool_dir, tmp_path, monkeypatch):
     output_dir = copy_of(filtered, tmp_path)
     data = output_dir / "data"
