@@ -121,5 +121,8 @@ class ActivePRMConfig(TrainingArguments):
             raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
         if not 0 < self.random_selection_rate <= 1:
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
+        for budget in ("max_annotations", "max_judge_tokens"):
+            if getattr(self, budget) is not None and getattr(self, budget) < 1:
+                raise ValueError(f"{budget} must be >= 1 (or unset: no budget), got {getattr(self, budget)}")
         if self.judge_batch_size < 1:
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -104,3 +105,12 @@ class JudgeArguments:
             num_samples=self.judge_num_samples,
             cache_path=cache,
         )
+
+
+def check_model_path(name_or_path: str) -> None:
+    """Fail at once, naming the path, when a local ``--model_name_or_path`` cannot be a model (a Hub id passes)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        raise ValueError(f"--model_name_or_path {path}: a file, not a model folder (with config.json) or a Hub id")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--model_name_or_path {path}: no config.json in this folder, so it is not a model")

@@ -5,6 +5,7 @@ Runs on one process or under ``accelerate launch`` (each process scores its shar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,25 @@ class EvalArguments:
     )
 
 
+SAME_VERDICT_SHARE = 0.95
+"""A PRM giving one verdict (no error / an error) to at least this share of the solutions gets a note."""
+
+
+def same_verdict_note(predictions: Path) -> str | None:
+    """A note when the PRM predicted the same verdict for nearly every solution of ``predictions``
+    (an ``actprm eval`` predictions.jsonl), as a PRM trained on other data often does; else None."""
+    first_errors = [json.loads(line)["first_error"] for line in predictions.read_text(encoding="utf-8").splitlines()]
+    no_error = sum(first_error == -1 for first_error in first_errors)
+    share, verdict = max((no_error, "no error"), (len(first_errors) - no_error, "an error"))
+    if not first_errors or share < SAME_VERDICT_SHARE * len(first_errors):
+        return None
+    return (
+        f"note: the PRM predicted {verdict} for {share} of {len(first_errors)} solutions, so F1 says little: "
+        "was it trained on data like this benchmark's (e.g. not only the synthetic task)? "
+        "--calibrate picks a threshold on one subset\n"
+    )
+
+
 def main(argv: list[str]) -> int:
     """Parse ``argv``, evaluate, print the table; returns 0 (bad input raises ValueError/FileNotFoundError).
 
@@ -47,9 +67,11 @@ def main(argv: list[str]) -> int:
     """
     parser = TrlParser((ScorerArguments, EvalArguments), prog="actprm eval", description=HELP)
     scorer_args, args = parser.parse_args_and_config(argv)
+    from huggingface_hub import constants
+
     from ..data import load_steps
     from ..distributed import process_state
-    from ..evaluation import BENCHMARK_DATA, TABLE_FILE, evaluate_prmbench, evaluate_processbench
+    from ..evaluation import BENCHMARK_DATA, PREDICTIONS_FILE, TABLE_FILE, evaluate_prmbench, evaluate_processbench
     from ..metrics import DEFAULT_THRESHOLD, check_threshold
 
     if args.benchmark == "prmbench" and (args.subsets or args.calibrate):
@@ -57,6 +79,11 @@ def main(argv: list[str]) -> int:
     if args.threshold is not None and args.calibrate is not None:
         raise ValueError("pass either --threshold or --calibrate, not both")
     threshold = check_threshold(DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
+    if args.data is None and constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            f"offline (HF_HUB_OFFLINE=1): pass the {args.benchmark} data with --data (its folder or file, e.g. the "
+            f"project's ../shared/data/{args.benchmark}); online it is read from {BENCHMARK_DATA[args.benchmark]}"
+        )
     data_name = args.data or BENCHMARK_DATA[args.benchmark]
     dataset = load_steps(data_name, format=args.benchmark, subset=args.subsets)
     output_dir = args.output_dir or str(Path("eval") / Path(scorer_args.model).name / args.benchmark)
@@ -70,5 +97,7 @@ def main(argv: list[str]) -> int:
         evaluate_prmbench(scorer, dataset, threshold=threshold, **options)
     if state.is_main_process:
         print((Path(output_dir) / TABLE_FILE).read_text(encoding="utf-8"))
+        if args.benchmark == "processbench":
+            print(same_verdict_note(Path(output_dir) / PREDICTIONS_FILE) or "", end="")
         print(f"results in {output_dir}")
     return 0

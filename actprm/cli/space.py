@@ -33,7 +33,12 @@ def main(argv: list[str]) -> int:
     (args,) = TrlParser(SpaceArguments, prog="actprm space", description=HELP).parse_args_and_config(argv)
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
-    from ..space import build_demo
+    try:
+        from ..space import build_demo
+    except ModuleNotFoundError as error:
+        if error.name not in ("gradio", "matplotlib"):
+            raise
+        raise ValueError(f'the Space needs {error.name}: pip install "actprm[space]"') from None
 
     demo = build_demo(args.model, trust_remote_code=args.trust_remote_code or None, concurrency_limit=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser
 
-from .common import DataArguments, JudgeArguments
+from .common import DataArguments, JudgeArguments, check_model_path
 
 HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
 
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     data_args, judge_args, training_args, model_args, run_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a causal LM to put heads on, or an ensemble PRM checkpoint)")
+    check_model_path(model_args.model_name_or_path)
     train_dataset, judge = data_args.load(), judge_args.build()
     if run_args.dry_run:
         labelled = sum(label is not None for label in train_dataset["label"])
