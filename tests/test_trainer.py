@@ -252,7 +252,7 @@ def test_judge_server_dying_mid_run_stops_cleanly_and_resumes(tiny_backbone, tmp
             trainer.train()
         killer.wait(timeout=30)
     first_run = AnnotationStore(trainer.annotations_path).rows()
-    assert 16 <= len(first_run) < 48
+    assert 0 < len(first_run) < 48  # several batches were in flight when the server died
     checkpoint = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
     assert (checkpoint / "model.safetensors").exists() and (checkpoint / "active_learning_state_rank0.json").exists()
 
@@ -300,11 +300,12 @@ def test_killed_run_resumes_without_lost_or_repeated_annotations(tiny_backbone, 
     with critic_server(delay=0.1) as (url, stats, _):
         run = subprocess.Popen([sys.executable, str(script), tiny_backbone, str(output_dir), url])
         deadline = time.time() + 240
-        while not (output_dir / "checkpoint-4").exists() and run.poll() is None and time.time() < deadline:
+        # by step 6, sending the 5th and 6th batches waited for the first two (at most 4 in flight)
+        while not (output_dir / "checkpoint-6").exists() and run.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         run.kill()  # SIGKILL: no cleanup of any kind
         run.wait()
-        assert (output_dir / "checkpoint-4").exists()
+        assert (output_dir / "checkpoint-6").exists()
         asked_before = stats()["critiques"]
         answered_before = len(JudgeCache(output_dir / "judge_cache.sqlite"))  # cached the moment each arrived
         assert 4 <= answered_before <= asked_before < 64
