@@ -2,18 +2,19 @@
 
 Online active learning on the embedded default (uncertainty selection, an annotation budget) against
 a real OpenAI-compatible critic server (tests/critic_server.py: it checks the arithmetic and answers
-after a set delay per request), and against an instant judge (`ArithmeticJudge` in-process, the
-same labels at no cost). The instant run is timed first; its seconds of training per batch of labels
-set the server's delay, so that judging one batch takes about as long as training on it (1x), then
-twice as long (2x). At each latency a synchronous run (``max_judge_batches_in_flight=0``) and an
-asynchronous one (``--in_flight`` batches) train to the same budget, one after the other.
+after a set delay per request). The instant judge is the same server answering at once, so every
+run pays the same HTTP work on the same cores and only the latency differs. The instant run is timed
+first; its seconds of training per batch of labels set the server's delay, so that judging one batch
+takes about as long as training on it (1x), then twice as long (2x). At each latency an asynchronous
+run (``--in_flight`` batches) and a synchronous one (``max_judge_batches_in_flight=0``) train to the
+same budget, one after the other.
 
 Reported: trajectories trained per second (trained / ``train_runtime``), the time training waited
 for the judge, and test F1 at the budget. Goals: asynchronous >= 0.9 of the instant judge's
 throughput whenever the judge's capacity (in flight x concurrency / delay) covers what training asks
 for; asynchronous F1 within 1 point of synchronous F1 at the same labels.
 
-    python benchmarks/online_overlap.py [--pool_size 3000] [--budget 400] [--in_flight 4]
+    python benchmarks/online_overlap.py [--pool_size 1000] [--budget 320] [--in_flight 4]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from transformers import PrinterCallback
 
 from actprm.data.synthetic import make_arithmetic_dataset
 from actprm.default_backbone import default_backbone
-from actprm.judges import ArithmeticJudge, Judge, OpenAIJudge
+from actprm.judges import OpenAIJudge
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
 
@@ -70,9 +71,10 @@ def critic_server(delay: float):
         process.wait(timeout=30)
 
 
-def train(name: str, judge: Judge, options: argparse.Namespace, pool, test, folder: Path, *, delay: float,
+def train(name: str, url: str, options: argparse.Namespace, pool, test, folder: Path, *, delay: float,
           in_flight: int) -> Run:
-    """One online run to the budget; throughput from the trainer's own `train_runtime`."""
+    """One online run to the budget against the server at ``url``; throughput from the trainer's `train_runtime`."""
+    judge = OpenAIJudge(url, "critic", concurrency=options.concurrency, max_tokens=64)
     args = ActivePRMConfig(
         output_dir=str(folder / name), per_device_train_batch_size=8, per_device_eval_batch_size=64,
         num_train_epochs=1, learning_rate=3e-4, lr_scheduler_type="cosine", num_ensemble=8, pred_threshold=0.95,
@@ -93,9 +95,9 @@ def train(name: str, judge: Judge, options: argparse.Namespace, pool, test, fold
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pool_size", type=int, default=3000, help="unlabelled synthetic trajectories")
+    parser.add_argument("--pool_size", type=int, default=1000, help="unlabelled synthetic trajectories")
     parser.add_argument("--test_size", type=int, default=300, help="labelled synthetic test trajectories")
-    parser.add_argument("--budget", type=int, default=400, help="annotations every run trains to")
+    parser.add_argument("--budget", type=int, default=320, help="annotations every run trains to")
     parser.add_argument("--in_flight", type=int, default=4, help="judge batches in flight in the asynchronous runs")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per judge batch")
     parser.add_argument("--factors", type=float, nargs="+", default=[1.0, 2.0],
@@ -112,15 +114,15 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        instant = train("instant", ArithmeticJudge(), options, pool, test, folder, delay=0.0, in_flight=0)
+        with critic_server(0.0) as url:
+            instant = train("instant", url, options, pool, test, folder, delay=0.0, in_flight=options.in_flight)
         seconds_per_batch = instant.seconds / (instant.trained / 8)
         runs = [instant]
         for factor in options.factors:
             delay = factor * seconds_per_batch
             with critic_server(delay) as url:
                 for name, in_flight in ((f"async {factor:g}x", options.in_flight), (f"sync {factor:g}x", 0)):
-                    judge = OpenAIJudge(url, "critic", concurrency=options.concurrency, max_tokens=64)
-                    runs.append(train(name, judge, options, pool, test, folder, delay=delay, in_flight=in_flight))
+                    runs.append(train(name, url, options, pool, test, folder, delay=delay, in_flight=in_flight))
 
     print(f"\ninstant run: {seconds_per_batch:.3f} s of training per batch of 8 labels; budget {options.budget}")
     print(f"{'run':<11}{'delay s':>8}{'trained/s':>10}{'vs instant':>11}{'waited s':>9}{'F1':>7}")
