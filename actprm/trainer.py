@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
@@ -21,8 +23,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determ
 from transformers.utils import logging
 
 from .data.schema import CANONICAL_COLUMNS
-from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
+from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
+from .judge_pipeline import JudgePipeline
 from .metrics.processbench import processbench_scores
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import pad_step_statistics, select_confident
@@ -54,10 +57,12 @@ class ActiveLearningState:
     classification_loss_sum: float = 0.0
     regularization_loss_sum: float = 0.0
     loss_steps: int = 0
+    judge_wait_seconds: float = 0.0
+    """Time training spent waiting for the judge (sending, waiting for room, waiting for answers)."""
     buffer: list[tuple[int, list[int]]] = field(default_factory=list)
     """Labelled trajectories waiting for a training batch: (row, per-step training labels)."""
     judge_queue: list[int] = field(default_factory=list)
-    """Selected unlabelled rows waiting for the next judge batch."""
+    """Selected unlabelled rows waiting for the next judge batch (with those in flight, in a checkpoint)."""
     annotated_rows: set[int] = field(default_factory=set)
     """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
 
@@ -177,11 +182,16 @@ class ActivePRMTrainer(Trainer):
         self.active = ActiveLearningState()
         self.judge_unreachable = False
         self.annotation_store = AnnotationStore(self._rank_annotations_path())
+        self.judge_pipeline: JudgePipeline | None = None
         if self.judge is not None:
             if self.judge.cache is None:
                 self.judge.cache = JudgeCache(args.judge_cache_path or os.path.join(args.output_dir, "judge_cache.sqlite"))
             if self.is_world_process_zero():
                 self.judge.check_available()
+            in_flight = args.max_judge_batches_in_flight
+            self.judge_pipeline = JudgePipeline(
+                self.judge.annotate, in_flight, workers=in_flight if self.judge.concurrent_batches else 1
+            )
 
     # ----- setup -----
 
@@ -265,14 +275,24 @@ class ActivePRMTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Select and label this batch's candidates, then train on a full batch from the buffer if ready.
 
-        On the last step the judge queue is flushed and what is left in the buffer is trained on.
+        Judge batches go out in the background (see `JudgePipeline`); their answers join the buffer
+        when they arrive. The last step, or the step a budget is spent, sends what is queued, waits
+        for every outstanding answer and trains on all the buffer holds before training stops.
         """
-        last_step = self.state.global_step + 1 >= self.state.max_steps
-        self._select_and_label(inputs, flush=last_step)
-        batch = self._next_training_batch(allow_partial=last_step)
-        if batch is None:
+        self._select_and_label(inputs)
+        finishing = self._exchange_with_judge(last_step=self.state.global_step + 1 >= self.state.max_steps)
+        batches = self._next_training_batches(finishing)
+        if not batches:
             return torch.zeros((), device=self.args.device)
-        return super().training_step(model, batch)
+        loss = torch.zeros((), device=self.args.device)
+        rows = sum(len(batch["labels"]) for batch in batches)
+        for batch in batches:  # the last step's rest, one optimizer step weighted by rows
+            self._loss_weight = len(batch["labels"]) / rows
+            loss = loss + super().training_step(model, batch)
+        self._loss_weight = 1.0
+        return loss
+
+    _loss_weight = 1.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The model's loss; its classification and regularisation parts are kept for logging."""
@@ -280,9 +300,10 @@ class ActivePRMTrainer(Trainer):
         self.active.classification_loss_sum += outputs.classification_loss.item()
         self.active.regularization_loss_sum += outputs.regularization_loss.item()
         self.active.loss_steps += 1
+        loss = loss * self._loss_weight
         return (loss, outputs) if return_outputs else loss
 
-    def _select_and_label(self, inputs: dict[str, torch.Tensor], flush: bool = False) -> None:
+    def _select_and_label(self, inputs: dict[str, torch.Tensor]) -> None:
         args, active = self.args, self.active
         rows = inputs["row"].tolist()
         has_label = [bool(self.train_dataset[r]["has_label"]) for r in rows]
@@ -308,10 +329,6 @@ class ActivePRMTrainer(Trainer):
                 self._add_to_buffer(row, self.train_dataset[row]["labels"])
             else:
                 active.judge_queue.append(row)
-        if active.judge_queue and (flush or len(active.judge_queue) >= args.judge_batch_size):
-            self._annotate_queue()
-        if self._budget_spent():
-            self.control.should_training_stop = True
 
     def _uncertain(self, inputs: dict[str, torch.Tensor], has_label: list[bool]) -> list[bool]:
         model = self.accelerator.unwrap_model(self.model)
@@ -333,40 +350,76 @@ class ActivePRMTrainer(Trainer):
                 self.active.confident_correct += int(decision.predicted_first_error[i].item() == true_error)
         return (~decision.confident).tolist()
 
-    def _annotate_queue(self) -> None:
-        """Send the queued rows to the judge; store and buffer every annotation, count failures.
+    def _exchange_with_judge(self, last_step: bool) -> bool:
+        """Take the judge's answers that are in and send the queue when it is a batch; ``True`` when finishing.
 
-        Rows the judge could not be reached for stay queued (and saved with the checkpoint), and
-        training stops cleanly with everything saved.
+        Training finishes on the last step and once a budget is spent; it then sends what is
+        queued (unless the token budget is spent: no new requests), and waits for every outstanding
+        answer. Rows the judge could not be reached for go back to the queue (saved with the
+        checkpoint), and training stops cleanly with everything saved.
         """
-        active = self.active
-        records = [self.pool[row] for row in active.judge_queue]
-        items = [{k: r[k] for k in ("id", "problem", "steps")} for r in records]
-        results = self.judge.annotate(items)
-        unreachable, labelled_rows, labelled, annotations = [], [], [], []
-        for row, record, result in zip(active.judge_queue, records, results):
-            active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
-            if isinstance(result, JudgeFailure):
-                active.judge_failures += 1
-                if result.server_error:
-                    unreachable.append(row)
-                continue
-            active.judge_calls += 0 if result.cached else 1
-            active.judge_cache_hits += int(result.cached)
-            labelled_rows.append(row)
-            labelled.append({**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
-                             "step_labels": result.step_labels})
-            annotations.append(result)
-        self.annotation_store.extend(labelled, annotations)  # one synced write per judge batch
-        for row, record in zip(labelled_rows, labelled):
-            self._count_annotation(row)
-            self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(record)))
-        active.judge_queue = unreachable
-        if unreachable:
-            logger.error(f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved")
-            self.judge_unreachable = True
+        pipeline, batch_size = self.judge_pipeline, self.args.judge_batch_size
+        if pipeline is not None:
+            with self._waiting_for_judge():
+                self._record_answers(pipeline.answered())
+        finishing = last_step or self._annotations_spent()
+        if pipeline is not None and (finishing or len(self.active.judge_queue) >= batch_size):
+            with self._waiting_for_judge():  # room for the next batch; its answers count against the budget below
+                self._record_answers(pipeline.answered(max_outstanding=max(pipeline.max_batches_in_flight - 1, 0)))
+        tokens_spent = self._tokens_spent()  # budgets are global: every process finishes at the same step
+        finishing = finishing or tokens_spent
+        if finishing:
             self.control.should_training_stop = True
-            self.control.should_save = True
+        if pipeline is None:  # pool mode
+            return finishing
+        queue = self.active.judge_queue
+        with self._waiting_for_judge():
+            if queue and not (tokens_spent or self.judge_unreachable) and (finishing or len(queue) >= batch_size):
+                records = [self.pool[row] for row in queue]
+                pipeline.send(queue, [{k: r[k] for k in ("id", "problem", "steps")} for r in records])
+                self.active.judge_queue = []
+            self._record_answers(pipeline.answered(max_outstanding=0 if finishing or self.judge_unreachable else None))
+        return finishing
+
+    @contextmanager
+    def _waiting_for_judge(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.active.judge_wait_seconds += time.perf_counter() - started
+
+    def _record_answers(self, answered: Iterable[tuple[list[int], list[JudgeResult]]]) -> None:
+        """Store and buffer the annotations of answered batches, count failures; requeue unreachable rows."""
+        active = self.active
+        for rows, results in answered:
+            records = [self.pool[row] for row in rows]
+            unreachable, labelled_rows, labelled, annotations = [], [], [], []
+            for row, record, result in zip(rows, records, results):
+                active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
+                if isinstance(result, JudgeFailure):
+                    active.judge_failures += 1
+                    if result.server_error:
+                        unreachable.append(row)
+                    continue
+                active.judge_calls += 0 if result.cached else 1
+                active.judge_cache_hits += int(result.cached)
+                labelled_rows.append(row)
+                labelled.append({**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
+                                 "step_labels": result.step_labels})
+                annotations.append(result)
+            self.annotation_store.extend(labelled, annotations)  # one synced write per judge batch
+            for row, record in zip(labelled_rows, labelled):
+                self._count_annotation(row)
+                self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(record)))
+            if unreachable:
+                active.judge_queue = unreachable + active.judge_queue
+                logger.error(
+                    f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved"
+                )
+                self.judge_unreachable = True
+                self.control.should_training_stop = True
+                self.control.should_save = True
 
     def _count_annotation(self, row: int) -> None:
         """Count ``row`` as annotated the first time it is labelled in this run."""
@@ -386,21 +439,22 @@ class ActivePRMTrainer(Trainer):
     def _add_to_buffer(self, row: int, token_labels: list[int]) -> None:
         self.active.buffer.append((row, list(token_labels)))
 
-    def _next_training_batch(self, allow_partial: bool = False) -> dict[str, torch.Tensor] | None:
+    def _next_training_batches(self, take_all: bool = False) -> list[dict[str, torch.Tensor]]:
         """A full batch from the buffer once every process has one, so DDP stays in step.
 
-        With ``allow_partial``, any non-empty buffer on every process will do.
+        With ``take_all``, the whole buffer in batches (the last one partial), as many on every
+        process (the fewest any process has; the rest stays in the buffer).
         """
-        batch_size = self.args.per_device_train_batch_size
-        ready = torch.tensor(int(len(self.active.buffer) >= (1 if allow_partial else batch_size)), device=self.args.device)
+        batch_size, buffer = self.args.per_device_train_batch_size, self.active.buffer
+        count = -(-len(buffer) // batch_size) if take_all else int(len(buffer) >= batch_size)
         if self.accelerator.num_processes > 1:
-            ready = self.accelerator.reduce(ready, reduction="min")
-        if not ready:
-            return None
-        taken, self.active.buffer = self.active.buffer[:batch_size], self.active.buffer[batch_size:]
+            count = int(self.accelerator.reduce(torch.tensor(count, device=self.args.device), reduction="min"))
+        taken, self.active.buffer = buffer[: count * batch_size], buffer[count * batch_size :]
         self.active.trained += len(taken)
-        features = [{**self._features(row), "labels": labels} for row, labels in taken]
-        return self.data_collator(features)
+        return [
+            self.data_collator([{**self._features(row), "labels": labels} for row, labels in taken[i : i + batch_size]])
+            for i in range(0, len(taken), batch_size)
+        ]
 
     def _features(self, row: int) -> dict[str, Any]:
         record = self.train_dataset[row]
@@ -408,9 +462,9 @@ class ActivePRMTrainer(Trainer):
 
     # ----- budgets -----
 
-    def _global(self, value: int | float) -> float:
+    def _global(self, value: int | float, reduction: str = "sum") -> float:
         tensor = torch.tensor(float(value), device=self.args.device)
-        return float(self.accelerator.reduce(tensor, reduction="sum")) if self.accelerator.num_processes > 1 else value
+        return float(self.accelerator.reduce(tensor, reduction=reduction)) if self.accelerator.num_processes > 1 else value
 
     def _annotation_allowance(self) -> int | float:
         """How many more trajectories this process may annotate within `max_annotations`."""
@@ -421,19 +475,22 @@ class ActivePRMTrainer(Trainer):
         return max(0, remaining // world + int(rank < remaining % world))
 
     def _annotations_with_queue(self) -> int:
-        """Annotations so far plus the queued rows that will be new ones."""
+        """Annotations so far plus the queued and in-flight rows that will be new ones."""
         active = self.active
-        return active.annotations + sum(row not in active.annotated_rows for row in active.judge_queue)
+        return active.annotations + sum(row not in active.annotated_rows for row in self._rows_to_judge())
 
-    def _budget_spent(self) -> bool:
-        args = self.args
-        annotations_spent = (
-            args.max_annotations is not None and self._global(self._annotations_with_queue()) >= args.max_annotations
-        )
-        tokens_spent = args.max_judge_tokens is not None and self._global(self.active.judge_tokens) >= args.max_judge_tokens
-        if annotations_spent and self.active.judge_queue:
-            self._annotate_queue()
-        return annotations_spent or tokens_spent
+    def _rows_to_judge(self) -> list[int]:
+        """Rows sent to the judge and not answered yet, then the queued ones."""
+        in_flight = self.judge_pipeline.rows_in_flight if self.judge_pipeline is not None else []
+        return in_flight + self.active.judge_queue
+
+    def _annotations_spent(self) -> bool:
+        budget = self.args.max_annotations
+        return budget is not None and self._global(self._annotations_with_queue()) >= budget
+
+    def _tokens_spent(self) -> bool:
+        budget = self.args.max_judge_tokens
+        return budget is not None and self._global(self.active.judge_tokens) >= budget
 
     # ----- evaluation -----
 
@@ -455,6 +512,7 @@ class ActivePRMTrainer(Trainer):
         logs["active/selected_fraction"] = totals["selected"] / max(totals["seen"], 1)
         for name in ("annotations", "judge_calls", "judge_tokens", "judge_cache_hits", "judge_failures"):
             logs[f"active/{name}"] = totals[name]
+        logs["active/judge_wait_seconds"] = self._global(self.active.judge_wait_seconds, reduction="max")
         if totals["confident_with_label"]:
             logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
         if "loss" in logs and self.active.loss_steps:
@@ -474,7 +532,8 @@ class ActivePRMTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         state_file = folder / STATE_FILE.format(rank=self.accelerator.process_index)
-        state_file.write_text(json.dumps(asdict(self.active), default=sorted))  # sets as sorted lists
+        state = {**asdict(self.active), "judge_queue": self._rows_to_judge()}  # rows in flight are saved as queued
+        state_file.write_text(json.dumps(state, default=sorted))  # sets as sorted lists
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, also restoring the active-learning state (buffer, judge queue, counters).
@@ -490,7 +549,11 @@ class ActivePRMTrainer(Trainer):
             state_file = Path(resume_from_checkpoint) / STATE_FILE.format(rank=self.accelerator.process_index)
             if state_file.exists():
                 self.active = ActiveLearningState(**json.loads(state_file.read_text()))
-        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        try:
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            if self.judge_pipeline is not None:
+                self.judge_pipeline.close()
         self._merge_annotations()
         if self.judge_unreachable:
             raise JudgeUnavailableError(

@@ -103,6 +103,14 @@ class ActivePRMConfig(TrainingArguments):
     judge_batch_size: int = field(
         default=16, metadata={"help": "Number of trajectories sent to the judge together."}
     )
+    max_judge_batches_in_flight: int = field(
+        default=4,
+        metadata={
+            "help": "Online mode: judge batches sent in the background while training goes on from the buffer; "
+            "sending one more waits for the oldest. `0` waits for every batch where it is sent (synchronous, for "
+            "debugging). Each batch in flight makes up to the judge's own concurrency in requests."
+        },
+    )
     annotations_path: str | None = field(
         default=None,
         metadata={"help": "Labelled dataset (jsonl) every annotation is appended to; `<output_dir>/annotations.jsonl` "
@@ -126,3 +134,5 @@ class ActivePRMConfig(TrainingArguments):
                 raise ValueError(f"{budget} must be >= 1 (or unset: no budget), got {getattr(self, budget)}")
         if self.judge_batch_size < 1:
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
+        if self.max_judge_batches_in_flight < 0:
+            raise ValueError(f"max_judge_batches_in_flight must be >= 0, got {self.max_judge_batches_in_flight}")

@@ -3,7 +3,8 @@
 It reads actprm's critique prompt, checks the paragraphs with the arithmetic checker and answers
 like a reasoning model (a think block, then ``\\boxed{k}``). Run as a process:
 ``python tests/critic_server.py [--delay SECONDS]``; it prints its port on the first line.
-``GET /stats`` returns how many chat requests it served, and how many of them were critiques.
+``GET /stats`` returns how many chat requests it served, how many of them were critiques, and the
+most critiques it was answering at once.
 """
 
 from __future__ import annotations
@@ -32,13 +33,21 @@ def critique(content: str) -> str:
 
 
 async def serve(delay: float) -> None:
-    served = {"requests": 0, "critiques": 0}
+    served = {"requests": 0, "critiques": 0, "peak_concurrent_critiques": 0}
+    answering = 0
 
     async def chat(request: web.Request) -> web.Response:
+        nonlocal answering
         body = await request.json()
+        is_critique = PROBLEM.search(body["messages"][-1]["content"]) is not None
         served["requests"] += 1
-        served["critiques"] += int(PROBLEM.search(body["messages"][-1]["content"]) is not None)
-        await asyncio.sleep(delay)
+        served["critiques"] += is_critique
+        answering += is_critique
+        served["peak_concurrent_critiques"] = max(served["peak_concurrent_critiques"], answering)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            answering -= is_critique
         text = critique(body["messages"][-1]["content"])
         return web.json_response(
             {

@@ -103,6 +103,8 @@ class Judge(ABC):
     """
 
     prompt_version: str | None = None
+    concurrent_batches: bool = False
+    """Whether `annotate` may run for several batches at once (from several threads)."""
 
     def __init__(self, *, cache_path: str | os.PathLike | None = None):
         self.cache = JudgeCache(cache_path) if cache_path is not None else None

@@ -83,6 +83,8 @@ class OpenAIJudge(CritiqueJudge):
         cache_path: sqlite cache file (see `JudgeCache`).
     """
 
+    concurrent_batches = True  # each `annotate` call has its own client and event loop
+
     def __init__(
         self,
         base_url: str,
