@@ -159,7 +159,8 @@ def compute_step_features(
         input_ids: tokenised trajectories (a separator token after every step).
         cache: where the states go, one shard per ``shard_size`` trajectories.
         layers: indices into the backbone's ``hidden_states`` (``-1``: the last).
-        batch_size: trajectories per forward; batches are sorted by length.
+        batch_size: trajectories per forward; batches are sorted by length within windows of eight
+            batches, so that the trajectories done when a run stops are the first ones of ``input_ids``.
         progress: called with (done, total) after each batch.
 
     Returns:
@@ -173,7 +174,10 @@ def compute_step_features(
         key = trajectory_key(ids)
         if not all(cache.has(key, layer) for layer in layers):
             todo[key] = list(ids)
-    order = sorted(todo, key=lambda key: len(todo[key]))
+    window = batch_size * 8  # sorted by length within windows: a run stopped early has done a prefix of the input
+    pending = list(todo)
+    order = [key for start in range(0, len(pending), window)
+             for key in sorted(pending[start : start + window], key=lambda key: len(todo[key]))]
     was_training = backbone.training
     backbone.eval()
     device = next(backbone.parameters()).device
