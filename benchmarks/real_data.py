@@ -219,6 +219,8 @@ class Evaluator:
             metrics[f"{subset}_f1"] = self.f1(self.mean_scores(model, name), self.references(name), threshold)
         metrics["processbench_f1"] = float(np.mean([metrics[f"{subset}_f1"] for subset in PROCESSBENCH_SUBSETS]))
         prmbench = self.splits["prmbench"].records
+        if len(prmbench) == 0:
+            return metrics | {"prmbench_score": float("nan")}
         validity = [validity_labels(scores, threshold) for scores in self.mean_scores(model, "prmbench")]
         result = self.prmbench.compute(
             predictions=validity, references=prmbench["error_steps"], classifications=prmbench["classification"]
@@ -230,6 +232,8 @@ class Evaluator:
         return list(self.splits[name].records["label"])
 
     def f1(self, scores: list[list[float]], references: list[int], threshold: float) -> float:
+        if not scores:  # a split left out (its feature pass was cut short)
+            return float("nan")
         predictions = [first_error_from_scores(s, threshold) for s in scores]
         return self.processbench.compute(predictions=predictions, references=references)["f1"]
 
