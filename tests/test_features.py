@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from test_modeling import batch_with_steps, tiny_model, tiny_qwen2_config
 from test_trainer import make_config
 
-from actprm import ActivePRMTrainer, EnsemblePRMConfig, StepScorer, make_arithmetic_dataset
+from actprm import ActivePRMTrainer, ArithmeticJudge, EnsemblePRMConfig, StepScorer, make_arithmetic_dataset
 from actprm.features import (
     StepFeatureCache,
     StepFeatureCollator,
@@ -19,6 +19,7 @@ from actprm.features import (
     step_feature_rows,
     trajectory_key,
 )
+from actprm.tokenization import step_labels_for_training
 
 
 def real_rows(batch: dict[str, torch.Tensor]) -> list[list[int]]:
@@ -127,3 +128,28 @@ def test_step_feature_rows_keep_one_label_per_step():
     keyed = step_feature_rows(rows, separator_token_id=5)
     assert keyed["labels"] == [[1, 1, 0], [1, 0]]
     assert keyed["feature_key"] == [trajectory_key(ids) for ids in real_rows(batch)]
+
+
+def test_online_mode_on_cached_features_trains_on_the_judges_step_labels(tiny_backbone, tmp_path):
+    generated = make_arithmetic_dataset(16, seed=6)
+    unlabelled = generated.map(lambda row: {"label": None, "step_labels": None})
+    args = make_config(tmp_path, selection="all", judge_batch_size=8, step_features_dir=str(tmp_path / "cache"))
+    trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled, judge=ArithmeticJudge())
+    batches = []
+    original = trainer.compute_loss
+
+    def record(model, inputs, **kwargs):
+        batches.append({key: inputs[key].clone() for key in ("labels", "attention_mask")})
+        return original(model, inputs, **kwargs)
+
+    trainer.compute_loss = record
+    trainer.train()
+
+    assert trainer.active_learning_summary()["judge_calls"] == 16
+    truth = {tuple(step_labels_for_training(row)) for row in generated}
+    trained = {
+        tuple(labels[mask.bool()].tolist())
+        for batch in batches
+        for labels, mask in zip(batch["labels"], batch["attention_mask"])
+    }
+    assert trained == truth  # one label per step, the judge's (the arithmetic judge is exact)
