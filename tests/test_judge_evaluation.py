@@ -19,8 +19,12 @@ import pytest
 from conftest import REPO_ROOT, free_port, server_process
 from real_judge import SMOLLM2_DIR, save_smollm2
 
+from huggingface_hub import DatasetCard
+
 from actprm.cli import main as cli_main
-from actprm.judges import parse_first_error
+from actprm.judge_evaluation import evaluate_judge_processbench
+from actprm.judges import AnnotationStore, ArithmeticJudge, OracleJudge, parse_first_error
+from actprm.model_card import build_dataset_card
 
 GSM8K_IDS = ("gsm8k-126", "gsm8k-147", "gsm8k-386", "gsm8k-370")
 """Short real solutions: two with an error and two all correct (the prompts stay under 400 tokens)."""
@@ -164,3 +168,44 @@ def test_bad_judge_evaluation_options_are_refused(extra, message, capsys):
         arguments = ["eval", *extra]
     assert cli_main(arguments) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def oracle_evaluation(processbench_slice, tmp_path_factory):
+    """The Python API on a perfect judge (the benchmark's own labels): a summary for the label and card tests."""
+    output_dir = tmp_path_factory.mktemp("oracle-eval")
+    summary = evaluate_judge_processbench(
+        OracleJudge(), processbench_slice, output_dir=output_dir, subsets=["gsm8k", "math"], show_progress=False
+    )
+    return output_dir, summary
+
+
+def test_a_perfect_judge_scores_full_marks_and_another_judges_answers_are_not_mixed_in(
+    oracle_evaluation, processbench_slice
+):
+    output_dir, summary = oracle_evaluation
+    assert summary["average"] == {"error_acc": 1.0, "correct_acc": 1.0, "f1": 1.0, "unparseable_share": 0.0}
+    with pytest.raises(ValueError, match="holds answers of another judge \\(oracle; now arithmetic\\)"):
+        evaluate_judge_processbench(ArithmeticJudge(), processbench_slice, output_dir=output_dir)
+
+
+def test_label_and_dataset_card_report_the_judges_measured_f1(oracle_evaluation, processbench_slice, tmp_path, capsys):
+    output_dir, _ = oracle_evaluation
+    labels = tmp_path / "labels.jsonl"
+    arguments = ["label", "--judge", "oracle", "--dataset", str(processbench_slice), "--output", str(labels)]
+    assert cli_main([*arguments, "--judge_eval_summary", str(output_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "judge accuracy: ProcessBench F1 100.0% (average over gsm8k, math;" in out
+    assert "0 of 6 answers unparseable" in out
+    card = build_dataset_card(AnnotationStore(labels).to_dataset(), "user/labels", judge_evaluation=summary_of(output_dir))
+    assert "| Judge accuracy | ProcessBench F1 100.0% (average over gsm8k, math;" in DatasetCard(str(card)).text
+    assert "| Judge accuracy | Not measured. |" in str(build_dataset_card(AnnotationStore(labels).to_dataset(), "u/l"))
+    # a summary of another judge is refused before any label is made
+    assert cli_main(["label", "--judge", "arithmetic", "--dataset", str(processbench_slice), "--output",
+                     str(tmp_path / "other.jsonl"), "--judge_eval_summary", str(output_dir)]) == 2
+    assert "the judge evaluation rates oracle, but the labels come from arithmetic" in capsys.readouterr().err
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def summary_of(output_dir: Path) -> dict:
+    return json.loads((output_dir / "summary.json").read_text())

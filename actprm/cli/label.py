@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from trl import TrlParser
 
 from ..judges import AnnotationStore, JudgeFailure, JudgeUnavailableError
-from .common import DataArguments, JudgeArguments
+from .common import DataArguments, JudgeArguments, read_summary
 
 HELP = "label a dataset's trajectories with a judge (resumable; answers are cached)"
 
@@ -18,6 +18,11 @@ HELP = "label a dataset's trajectories with a judge (resumable; answers are cach
 class LabelArguments:
     output: str = field(metadata={"help": "Labelled dataset (jsonl) to append to; ids already in it are skipped."})
     batch_size: int = field(default=64, metadata={"help": "Trajectories sent to the judge together."})
+    judge_eval_summary: str | None = field(
+        default=None,
+        metadata={"help": "summary.json (or its folder) of `actprm eval --judge` for this judge: its measured "
+                  "ProcessBench F1 is reported (and checked to rate this very judge)."},
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -25,9 +30,14 @@ def main(argv: list[str]) -> int:
     data_args, judge_args, label_args = parser.parse_args_and_config(argv)
     if judge_args.judge == "none":
         raise ValueError("--judge is required: openai, transformers, oracle or arithmetic")
-    store = AnnotationStore(label_args.output)
     judge_args.judge_cache = judge_args.judge_cache or str(Path(label_args.output).with_suffix(".cache.sqlite"))
     judge = judge_args.build()
+    judge_accuracy = None
+    if label_args.judge_eval_summary:
+        from ..model_card import describe_judge_evaluation
+
+        judge_accuracy = describe_judge_evaluation(read_summary(label_args.judge_eval_summary), [judge.identity])
+    store = AnnotationStore(label_args.output)
     judge.check_available()
     dataset = data_args.load()
     todo = [row for row in dataset if row["id"] not in store]
@@ -45,4 +55,6 @@ def main(argv: list[str]) -> int:
         f"{len(dataset) - len(todo)} already labelled, {stats.annotations} new, {stats.cache_hits} from the cache, "
         f"{failures} failures, {stats.tokens} judge tokens; labels in {label_args.output}"
     )
+    if judge_accuracy:
+        print(f"judge accuracy: {judge_accuracy}")
     return 0 if not failures else 1
