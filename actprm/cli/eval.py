@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
 
     The threshold and the data are checked before the model is loaded, so bad input fails at once.
     """
+    if "-h" in argv or "--help" in argv:  # the help shows both modes' options
+        TrlParser((ScorerArguments, JudgeArguments, EvalArguments), prog="actprm eval", description=HELP).parse_args(argv)
     if _judge_requested(argv):
         return _evaluate_judge(argv)
     parser = TrlParser((ScorerArguments, EvalArguments), prog="actprm eval", description=HELP)
