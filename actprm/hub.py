@@ -255,6 +255,7 @@ def push_dataset(
     license: str | None = None,
     source: str | None = None,
     max_shard_size: int | str | None = None,
+    judge_evaluation: Mapping[str, Any] | None = None,
 ) -> CommitInfo:
     """Push a labelled dataset as ``datasets`` does (Parquet shards and a dataset card).
 
@@ -267,6 +268,7 @@ def push_dataset(
             one built by `build_dataset_card` with the training report found beside the annotations.
         license, source: licence and source dataset for the built card.
         max_shard_size: largest shard, as in `datasets.Dataset.push_to_hub`.
+        judge_evaluation: for the built card, the ``actprm eval --judge`` summary of the labelling judge.
 
     Returns:
         The commit (with ``pr_url`` for a pull request).
@@ -279,7 +281,9 @@ def push_dataset(
     token = _check_push(token, repo_id, revision, create_pr)
     dataset, training = load_annotations(data)
     repo_id = full_repo_id(repo_id, token)
-    card = card or build_dataset_card(dataset, repo_id, training=training, license=license, source=source)
+    card = card or build_dataset_card(
+        dataset, repo_id, training=training, license=license, source=source, judge_evaluation=judge_evaluation
+    )
     api = _hub_api(token)
     with tempfile.TemporaryDirectory(prefix="actprm-dataset-") as folder:
         save_dataset_folder(dataset, folder, card, max_shard_size=max_shard_size)

@@ -380,6 +380,27 @@ def _type_name(feature: Any) -> str:
     return f"list of {_type_name(inner)}" if inner is not None else feature.dtype
 
 
+def describe_judge_evaluation(summary: Mapping[str, Any], judges: Iterable[str]) -> str:
+    """One line on a judge's measured ProcessBench accuracy (the summary of ``actprm eval --judge``).
+
+    Raises:
+        ValueError: if ``summary`` is no judge evaluation, or rates a judge not among ``judges``.
+    """
+    _require(summary, ("judge", "average", "num_items", "num_unparseable"), "the judge evaluation summary")
+    judges = list(judges)
+    if summary["judge"] not in judges:
+        raise ValueError(
+            f"the judge evaluation rates {summary['judge']}, but the labels come from {', '.join(judges)}: "
+            "evaluate the judge that made them"
+        )
+    average = summary["average"]
+    return (
+        f"ProcessBench F1 {_percent(average['f1'])}% (average over {', '.join(summary['per_subset'])}; error "
+        f"accuracy {_percent(average['error_acc'])}%, correct accuracy {_percent(average['correct_acc'])}%; "
+        f"{summary['num_unparseable']} of {summary['num_items']} answers unparseable), measured with `actprm eval --judge`"
+    )
+
+
 def build_dataset_card(
     dataset: Dataset,
     repo_id: str,
@@ -388,6 +409,7 @@ def build_dataset_card(
     source: str | None = None,
     license: str | None = None,
     pretty_name: str | None = None,
+    judge_evaluation: Mapping[str, Any] | None = None,
 ) -> DatasetCard:
     """The dataset card of judge-labelled trajectories (an `AnnotationStore`'s dataset).
 
@@ -399,9 +421,12 @@ def build_dataset_card(
             ``training.datasets``.
         license: licence of the dataset (a Hub licence id), normally that of its source; left out when ``None``.
         pretty_name: the card's title; by default the repo name.
+        judge_evaluation: the ``summary.json`` of ``actprm eval --judge`` for the judge that made the
+            labels: its measured ProcessBench F1 goes in the card.
 
     Raises:
-        ValueError: if ``dataset`` lacks a column of `ANNOTATION_FEATURES` or has no row.
+        ValueError: if ``dataset`` lacks a column of `ANNOTATION_FEATURES` or has no row, or
+            ``judge_evaluation`` rates another judge.
     """
     missing = [column for column in ANNOTATION_FEATURES if column not in dataset.column_names]
     if missing:
@@ -413,6 +438,10 @@ def build_dataset_card(
     labels = dataset["label"]
     step_labels = Counter(label for row in dataset["step_labels"] for label in row)
     dates = sorted(dataset["annotated_at"])
+    judges = Counter(dataset["judge"]).most_common()
+    judge_accuracy = (
+        describe_judge_evaluation(judge_evaluation, [judge for judge, _ in judges]) if judge_evaluation else None
+    )
     card_data = DatasetCardData(
         language="en",
         license=license,
@@ -427,7 +456,8 @@ def build_dataset_card(
         template_path=str(card_template_path(DATASET_CARD_TEMPLATE)),
         repo_id=repo_id,
         pretty_name=pretty_name,
-        judges=Counter(dataset["judge"]).most_common(),
+        judges=judges,
+        judge_accuracy=judge_accuracy or "Not measured.",
         prompt_versions=Counter(str(v) if v else "none" for v in dataset["prompt_version"]).most_common(),
         annotated_from=dates[0],
         annotated_to=dates[-1],

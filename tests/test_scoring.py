@@ -128,7 +128,7 @@ def test_ensemble_scores_in_the_layout_it_was_trained_with(scorers, model_dirs, 
     plain = StepScorer.from_pretrained(tmp_path, use_chat_template=False)
     assert plain.encode(item["problem"], item["steps"]).input_ids == StepTokenizer(tokenizer, "<extra_0>")(item)["input_ids"]
     assert "system_prompt" not in plain.settings
-    with pytest.raises(ValueError, match="no chat template or system prompt"):
+    with pytest.raises(ValueError, match="a .token_classification. PRM takes no system_prompt"):
         StepScorer.from_pretrained(model_dirs["token_classification"], system_prompt=system_prompt)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,19 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from ..judges import Judge
+
+
+def read_summary(path: str) -> dict:
+    """An ``actprm eval`` summary: the file, or ``summary.json`` in the folder."""
+    from ..evaluation import SUMMARY_FILE
+
+    file = Path(path) / SUMMARY_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no evaluation summary (the summary.json `actprm eval` wrote)")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not JSON ({error})") from None
 
 
 @dataclass

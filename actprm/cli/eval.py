@@ -1,6 +1,9 @@
-"""``actprm eval``: a PRM on ProcessBench or PRMBench; JSON summary, per-item predictions, Markdown table.
+"""``actprm eval``: a PRM on ProcessBench or PRMBench, or a judge on ProcessBench; JSON summary,
+per-item predictions, Markdown table.
 
-Runs on one process or under ``accelerate launch`` (each process scores its share of the items).
+A PRM (``--model``) runs on one process or under ``accelerate launch`` (each process scores its share of
+the items). A judge (``--judge openai|transformers`` and its ``--judge_*`` options instead of ``--model``)
+is asked the labelling prompt, its answers cached in ``--judge_cache`` (default: in the output folder).
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ from typing import Literal
 
 from trl import TrlParser
 
+from .common import JudgeArguments
 from .score import ScorerArguments
 
-HELP = "score a PRM on ProcessBench or PRMBench: metrics, per-item predictions, Markdown table"
+HELP = (
+    "score a PRM on ProcessBench or PRMBench, or a judge (--judge) on ProcessBench: metrics, per-item "
+    "predictions, Markdown table"
+)
+EVALUATED_JUDGES = ("openai", "transformers")
 
 
 @dataclass
@@ -60,11 +68,19 @@ def same_verdict_note(predictions: Path) -> str | None:
     )
 
 
+def _judge_requested(argv: list[str]) -> bool:
+    return any(arg == "--judge" or arg.startswith("--judge=") for arg in argv)
+
+
 def main(argv: list[str]) -> int:
     """Parse ``argv``, evaluate, print the table; returns 0 (bad input raises ValueError/FileNotFoundError).
 
     The threshold and the data are checked before the model is loaded, so bad input fails at once.
     """
+    if "-h" in argv or "--help" in argv:  # the help shows both modes' options
+        TrlParser((ScorerArguments, JudgeArguments, EvalArguments), prog="actprm eval", description=HELP).parse_args(argv)
+    if _judge_requested(argv):
+        return _evaluate_judge(argv)
     parser = TrlParser((ScorerArguments, EvalArguments), prog="actprm eval", description=HELP)
     scorer_args, args = parser.parse_args_and_config(argv)
     from huggingface_hub import constants
@@ -100,4 +116,38 @@ def main(argv: list[str]) -> int:
         if args.benchmark == "processbench":
             print(same_verdict_note(Path(output_dir) / PREDICTIONS_FILE) or "", end="")
         print(f"results in {output_dir}")
+    return 0
+
+
+def _evaluate_judge(argv: list[str]) -> int:
+    """``actprm eval --judge ...``: the judge's ProcessBench accuracy, F1 and unparseable share."""
+    parser = TrlParser((JudgeArguments, EvalArguments), prog="actprm eval", description=HELP)
+    judge_args, args = parser.parse_args_and_config(argv)
+    from ..data import load_steps
+    from ..evaluation import BENCHMARK_DATA, TABLE_FILE
+    from ..judge_evaluation import evaluate_judge_processbench
+
+    if judge_args.judge not in EVALUATED_JUDGES:
+        raise ValueError(f"--judge {judge_args.judge}: only a critic LLM is evaluated ({', '.join(EVALUATED_JUDGES)})")
+    if args.benchmark != "processbench":
+        raise ValueError(
+            "a judge is evaluated on ProcessBench only: PRMBench rates every step's validity, and a critique "
+            "names only the first wrong step (the steps after it are unknown)"
+        )
+    if args.threshold is not None or args.calibrate is not None:
+        raise ValueError("--threshold and --calibrate are PRM options: a judge names the first wrong step itself")
+    if judge_args.judge == "transformers" and judge_args.judge_num_samples > 1:
+        raise ValueError("a majority vote (--judge_num_samples > 1) needs --judge openai")
+    if not judge_args.judge_model:
+        raise ValueError(f"--judge {judge_args.judge} needs --judge_model")
+    data_name = args.data or BENCHMARK_DATA["processbench"]
+    dataset = load_steps(data_name, format="processbench", subset=args.subsets)
+    output_dir = args.output_dir or str(Path("eval") / Path(judge_args.judge_model).name / "processbench-judge")
+    judge_args.judge_cache = judge_args.judge_cache or str(Path(output_dir) / "judge.cache.sqlite")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    evaluate_judge_processbench(
+        judge_args.build(), dataset, output_dir=output_dir, subsets=args.subsets, data_name=data_name
+    )
+    print((Path(output_dir) / TABLE_FILE).read_text(encoding="utf-8"))
+    print(f"results in {output_dir}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .common import DataArguments, JudgeArguments
+from .common import DataArguments, JudgeArguments, read_summary
 
 HELP = "label a dataset's trajectories with a judge (resumable; answers are cached)"
 
@@ -16,6 +16,11 @@ HELP = "label a dataset's trajectories with a judge (resumable; answers are cach
 class LabelArguments:
     output: str = field(metadata={"help": "Labelled dataset (jsonl) to append to; ids already in it are skipped."})
     batch_size: int = field(default=64, metadata={"help": "Trajectories sent to the judge together."})
+    judge_eval_summary: str | None = field(
+        default=None,
+        metadata={"help": "summary.json (or its folder) of `actprm eval --judge` for this judge: its measured "
+                  "ProcessBench F1 is reported (and checked to rate this very judge)."},
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -27,9 +32,14 @@ def main(argv: list[str]) -> int:
 
     if judge_args.judge == "none":
         raise ValueError("--judge is required: openai, transformers, oracle or arithmetic")
-    store = AnnotationStore(label_args.output)
     judge_args.judge_cache = judge_args.judge_cache or str(Path(label_args.output).with_suffix(".cache.sqlite"))
     judge = judge_args.build()
+    judge_accuracy = None
+    if label_args.judge_eval_summary:
+        from ..model_card import describe_judge_evaluation
+
+        judge_accuracy = describe_judge_evaluation(read_summary(label_args.judge_eval_summary), [judge.identity])
+    store = AnnotationStore(label_args.output)
     judge.check_available()
     dataset = data_args.load()
     todo = [row for row in dataset if row["id"] not in store]
@@ -47,4 +57,6 @@ def main(argv: list[str]) -> int:
         f"{len(dataset) - len(todo)} already labelled, {stats.annotations} new, {stats.cache_hits} from the cache, "
         f"{failures} failures, {stats.tokens} judge tokens; labels in {label_args.output}"
     )
+    if judge_accuracy:
+        print(f"judge accuracy: {judge_accuracy}")
     return 0 if not failures else 1

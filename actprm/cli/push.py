@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
+
+from .common import read_summary
 
 HELP = "push a trained PRM or the labelled dataset of a run to the Hugging Face Hub, with its card"
 
@@ -43,19 +44,11 @@ class PushArguments:
     source: str | None = field(
         default=None, metadata={"help": "Dataset only: Hub id of the dataset the problems and solutions come from."}
     )
-
-
-def _read_summary(path: str) -> dict:
-    """An ``actprm eval`` summary: the file, or ``summary.json`` in the folder."""
-    from ..evaluation import SUMMARY_FILE
-
-    file = Path(path) / SUMMARY_FILE if Path(path).is_dir() else Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no evaluation summary (the summary.json `actprm eval` wrote)")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not JSON ({error})") from None
+    judge_eval_summary: str | None = field(
+        default=None,
+        metadata={"help": "Dataset only: summary.json (or its folder) of `actprm eval --judge` for the judge that "
+                  "made the labels: its ProcessBench F1 goes in the card."},
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -69,12 +62,14 @@ def main(argv: list[str]) -> int:
         raise ValueError("pass either --model-dir or --dataset")
     if args.dataset is not None and args.eval_summary:
         raise ValueError("--eval-summary is a model option")
-    if args.model_dir is not None and args.source:
-        raise ValueError("--source is a dataset option")
+    if args.model_dir is not None and (args.source or args.judge_eval_summary):
+        raise ValueError("--source and --judge-eval-summary are dataset options")
     if args.card is not None and not Path(args.card).is_file():
         raise FileNotFoundError(f"{args.card}: no such card file")
-    if args.card is not None and (args.license or args.source or args.eval_summary):
-        raise ValueError("--license, --source and --eval-summary go into the generated card: not with --card")
+    if args.card is not None and (args.license or args.source or args.eval_summary or args.judge_eval_summary):
+        raise ValueError(
+            "--license, --source, --eval-summary and --judge-eval-summary go into the generated card: not with --card"
+        )
     options = {
         "private": args.private,
         "revision": args.revision,
@@ -84,10 +79,13 @@ def main(argv: list[str]) -> int:
     }
     if args.model_dir is not None:
         card = ModelCard.load(args.card) if args.card else None
-        summaries = [_read_summary(path) for path in args.eval_summary or []]
+        summaries = [read_summary(path) for path in args.eval_summary or []]
         commit = push_model(args.model_dir, args.repo_id, card=card, eval_summaries=summaries, **options)
     else:
         card = DatasetCard.load(args.card) if args.card else None
-        commit = push_dataset(args.dataset, args.repo_id, card=card, source=args.source, **options)
+        judge_evaluation = read_summary(args.judge_eval_summary) if args.judge_eval_summary else None
+        commit = push_dataset(
+            args.dataset, args.repo_id, card=card, source=args.source, judge_evaluation=judge_evaluation, **options
+        )
     print(f"pushed: {commit.pr_url or commit.commit_url}")
     return 0

@@ -26,7 +26,8 @@ class ScorerArguments:
     model: str = field(
         metadata={
             "help": "Model folder or Hub id: an actprm ensemble, a TRL token-classification "
-            "PRM or a Qwen2.5-Math-PRM-style model."
+            "PRM, a Qwen2.5-Math-PRM-style, a Skywork-PRM-style (value head) or, with --step_tag_format, "
+            "a step-tag LM PRM."
         }
     )
     batch_size: int = field(default=8, metadata={"help": "Solutions per forward pass."})
@@ -45,6 +46,15 @@ class ScorerArguments:
         default=None,
         metadata={"help": "System turn of chat-template ensembles (None: as trained) and Qwen2.5-Math-PRM-style "
                   "models (None: theirs)."},
+    )
+    step_tag_format: str | None = field(
+        default=None,
+        metadata={"help": "Step-tag LM PRMs: the preset of their layout, math_shepherd or rlhflow."},
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "TRL token-classification PRMs: keep the last N tokens of [bos] + problem, as TRL's "
+                  "PRMConfig did (512 there, with --max_length 1024)."},
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "Model dtype."})
     trust_remote_code: bool = field(
@@ -70,6 +80,8 @@ class ScorerArguments:
             max_length=self.max_length,
             use_chat_template=self.use_chat_template,
             system_prompt=self.system_prompt,
+            step_tag_format=self.step_tag_format,
+            max_prompt_length=self.max_prompt_length,
             dtype=self.dtype,
             device_map=process_state().device,
         )

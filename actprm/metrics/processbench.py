@@ -42,9 +42,11 @@ def first_error_from_scores(scores: Sequence[float], threshold: float = DEFAULT_
     return next((index for index, score in enumerate(scores) if score < threshold), -1)
 
 
-def _first_error_indices(values: Sequence[int], name: str) -> list[int]:
+def _first_error_indices(values: Sequence[int | None], name: str, allow_none: bool = False) -> list[int | None]:
     indices = [as_int(value) for value in values]
     for item, (index, value) in enumerate(zip(indices, values)):
+        if value is None and allow_none:
+            continue
         if index is None or index < -1:
             raise ValueError(f"{name}[{item}] = {value!r} is not a first-error index (an int >= -1)")
     return indices
@@ -54,18 +56,19 @@ def _harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else math.nan
 
 
-def processbench_scores(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
+def processbench_scores(predictions: Sequence[int | None], references: Sequence[int]) -> dict[str, float]:
     """``error_acc``, ``correct_acc`` and ``f1`` (fractions in [0, 1]) of first-error predictions.
 
     Args:
-        predictions: predicted first-error index per solution, ``-1`` for "no error".
+        predictions: predicted first-error index per solution, ``-1`` for "no error", ``None`` for no
+            answer (a critic's unparseable output), which matches no reference, as in ``run_eval.py``.
         references: the benchmark's ``label`` per solution, in the same order.
 
     Raises:
         ValueError: if the lengths differ, or an item is not an int >= -1 (naming the item).
     """
     check_same_length(predictions=predictions, references=references)
-    predictions = _first_error_indices(predictions, "predictions")
+    predictions = _first_error_indices(predictions, "predictions", allow_none=True)
     references = _first_error_indices(references, "references")
     error_matches = [p == r for p, r in zip(predictions, references) if r != -1]
     correct_matches = [p == r for p, r in zip(predictions, references) if r == -1]
