@@ -8,6 +8,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from .default_backbone import DEFAULT_SEPARATOR
+from .selection import STRATEGIES, check_budget, check_strategy
 
 
 @dataclass
@@ -74,6 +75,41 @@ class ActivePRMConfig(TrainingArguments):
             "choices": ["uncertainty", "random", "all"],
         },
     )
+    selection_strategy: str = field(
+        default="actprm",
+        metadata={
+            "help": "With `selection='uncertainty'`, how trajectories are scored (formulas in "
+            "`actprm.selection.trajectory_scores`): `actprm` (the paper's rule), `disagreement_max`/`_mean` (largest or "
+            "mean spread over heads), `bald_max`/`_sum` (mutual information between a step's label and the head), "
+            "`entropy_max`/`_sum` (predictive entropy), each over the steps up to the predicted first error.",
+            "choices": list(STRATEGIES),
+        },
+    )
+    selection_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fixed-rate selection: the most uncertain share of each batch (in (0, 1], exact over the run) "
+            "instead of a threshold."
+        },
+    )
+    uncertainty_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Without `selection_rate`, a non-`actprm` strategy selects trajectories scoring above this."},
+    )
+    random_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Epsilon-greedy: with a threshold, each trajectory the strategy skips is selected with this "
+            "probability; at a fixed rate, this share of the selections is drawn at random from the rest."
+        },
+    )
+    importance_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "Weigh each selected trajectory's loss by the inverse of its selection probability (importance-"
+            "weighted active learning; needs `random_share` > 0)."
+        },
+    )
     random_selection_rate: float = field(
         default=0.5, metadata={"help": "Fraction of trajectories selected when `selection='random'`."}
     )
@@ -119,7 +155,24 @@ class ActivePRMConfig(TrainingArguments):
             raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
         if self.std_threshold < 0:
             raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
+        self._check_strategy()
         if not 0 < self.random_selection_rate <= 1:
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
         if self.judge_batch_size < 1:
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
+
+    def _check_strategy(self) -> None:
+        check_strategy(self.selection_strategy)
+        check_budget(self.selection_rate, "selection_rate")
+        if not 0 <= self.random_share < 1:
+            raise ValueError(f"random_share must be in [0, 1), got {self.random_share}")
+        if self.importance_weighting and self.random_share == 0:
+            raise ValueError("importance_weighting needs random_share > 0: otherwise every selected trajectory has "
+                             "probability 1 and the weights change nothing")
+        thresholded = self.selection_rate is None
+        if thresholded and self.selection_strategy != "actprm" and self.uncertainty_threshold is None:
+            raise ValueError(f"selection_strategy={self.selection_strategy!r} needs uncertainty_threshold "
+                             "(or selection_rate for fixed-rate selection)")
+        if self.uncertainty_threshold is not None and (self.selection_strategy == "actprm" or not thresholded):
+            raise ValueError("uncertainty_threshold applies to a non-`actprm` strategy without selection_rate; "
+                             "`actprm` uses pred_threshold and std_threshold")
