@@ -229,6 +229,11 @@ def _floor(value: float) -> int:
     return math.floor(value + 1e-9)  # 0.6 * 10 is 5.999...: count it as 6
 
 
+def _probability(picked: torch.Tensor, others: float) -> torch.Tensor:
+    """1 where the strategy picked, ``others`` elsewhere, in float64 (its inverse is a loss weight)."""
+    return torch.full(picked.shape, others, dtype=torch.float64, device=picked.device).masked_fill(picked, 1.0)
+
+
 def acquire(
     score: torch.Tensor,
     *,
@@ -258,7 +263,7 @@ def acquire(
     uniform = torch.rand(batch, generator=generator).to(score.device)
     if rate is None:
         picked = score > threshold
-        return picked | (uniform < random_share), torch.where(picked, 1.0, random_share)
+        return picked | (uniform < random_share), _probability(picked, random_share)
     before, after = _floor(rate * seen_before), _floor(rate * (seen_before + batch))
     quota = after - before
     explore = _floor(random_share * after) - _floor(random_share * before)
@@ -269,7 +274,7 @@ def acquire(
     selected = picked.clone()
     chosen = torch.randperm(len(rest), generator=generator)[:explore].tolist()
     selected[[rest[i] for i in chosen]] = True
-    return selected, torch.where(picked, 1.0, explore / max(len(rest), 1))
+    return selected, _probability(picked, explore / max(len(rest), 1))
 
 
 def select(
@@ -318,3 +323,64 @@ def select(
         score, threshold=threshold, rate=rate, seen_before=seen_before, random_share=random_share, generator=generator
     )
     return Acquisition(selected, probability, predicted_first_error)
+
+
+@dataclass
+class SelectionSettings:
+    """A strategy and its options, as the trainer's config and ``actprm filter`` take them; see `select`.
+
+    Raises a ValueError naming the option for an unknown strategy, a rate outside (0, 1], a random
+    share outside [0, 1), importance weighting without a random share, or a missing or unused
+    ``uncertainty_threshold``.
+    """
+
+    strategy: str = "actprm"
+    pred_threshold: float = 0.9
+    std_threshold: float = 0.01
+    uncertainty_threshold: float | None = None
+    selection_rate: float | None = None
+    random_share: float = 0.0
+    importance_weighting: bool = False
+
+    def __post_init__(self):
+        check_strategy(self.strategy)
+        if not 0.5 < self.pred_threshold <= 1:
+            raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
+        if self.std_threshold < 0:
+            raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
+        check_budget(self.selection_rate, "selection_rate")
+        if not 0 <= self.random_share < 1:
+            raise ValueError(f"random_share must be in [0, 1), got {self.random_share}")
+        if self.importance_weighting and self.random_share == 0:
+            raise ValueError(
+                "importance_weighting needs random_share > 0: otherwise every selected trajectory has "
+                "probability 1 and the weights change nothing"
+            )
+        thresholded = self.selection_rate is None
+        if thresholded and self.strategy != "actprm" and self.uncertainty_threshold is None:
+            raise ValueError(
+                f"selection strategy {self.strategy!r} needs uncertainty_threshold (or selection_rate for a fixed rate)"
+            )
+        if self.uncertainty_threshold is not None and (self.strategy == "actprm" or not thresholded):
+            raise ValueError(
+                "uncertainty_threshold applies to a strategy other than `actprm` without selection_rate; "
+                "`actprm` uses pred_threshold and std_threshold"
+            )
+
+    def select(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor | None,
+        step_mask: torch.Tensor,
+        heads: torch.Tensor | None = None,
+        *,
+        seen_before: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Acquisition:
+        """`select` with these settings."""
+        return select(
+            mean, std, step_mask, heads,
+            strategy=self.strategy, pred_threshold=self.pred_threshold, std_threshold=self.std_threshold,
+            uncertainty_threshold=self.uncertainty_threshold, rate=self.selection_rate, seen_before=seen_before,
+            random_share=self.random_share, generator=generator,
+        )  # fmt: skip

@@ -25,7 +25,7 @@ from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .metrics.processbench import processbench_scores
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
-from .selection import check_strategy, pad_step_probabilities, select
+from .selection import check_strategy, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
 from .training_args import ActivePRMConfig
 
@@ -330,12 +330,9 @@ class ActivePRMTrainer(Trainer):
             device_inputs = self._prepare_inputs({k: inputs[k] for k in ("input_ids", "attention_mask")})
             heads, mask = pad_step_probabilities(model.step_probabilities(**device_inputs))
         model.train(was_training)
-        decision = select(
-            heads.mean(dim=0), heads.std(dim=0), mask, heads,
-            strategy=args.selection_strategy, pred_threshold=args.pred_threshold, std_threshold=args.std_threshold,
-            uncertainty_threshold=args.uncertainty_threshold, rate=args.selection_rate,
-            seen_before=self.active.seen - len(rows), random_share=args.random_share,
-            generator=self._batch_generator(rows),
+        decision = args.selection_settings.select(
+            heads.mean(dim=0), heads.std(dim=0) if len(heads) > 1 else None, mask, heads,
+            seen_before=self.active.seen - len(rows), generator=self._batch_generator(rows),
         )  # fmt: skip
         labels = inputs["labels"]
         for i, (selected, probability) in enumerate(zip(decision.selected.tolist(), decision.probability.tolist())):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from .default_backbone import DEFAULT_SEPARATOR
-from .selection import STRATEGIES, check_budget, check_strategy
+from .selection import STRATEGIES, SelectionSettings
 
 
 @dataclass
@@ -151,28 +151,16 @@ class ActivePRMConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.5 < self.pred_threshold <= 1:
-            raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
-        if self.std_threshold < 0:
-            raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
-        self._check_strategy()
+        self.selection_settings  # noqa: B018 -- validates the selection options
         if not 0 < self.random_selection_rate <= 1:
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
         if self.judge_batch_size < 1:
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
 
-    def _check_strategy(self) -> None:
-        check_strategy(self.selection_strategy)
-        check_budget(self.selection_rate, "selection_rate")
-        if not 0 <= self.random_share < 1:
-            raise ValueError(f"random_share must be in [0, 1), got {self.random_share}")
-        if self.importance_weighting and self.random_share == 0:
-            raise ValueError("importance_weighting needs random_share > 0: otherwise every selected trajectory has "
-                             "probability 1 and the weights change nothing")
-        thresholded = self.selection_rate is None
-        if thresholded and self.selection_strategy != "actprm" and self.uncertainty_threshold is None:
-            raise ValueError(f"selection_strategy={self.selection_strategy!r} needs uncertainty_threshold "
-                             "(or selection_rate for fixed-rate selection)")
-        if self.uncertainty_threshold is not None and (self.selection_strategy == "actprm" or not thresholded):
-            raise ValueError("uncertainty_threshold applies to a non-`actprm` strategy without selection_rate; "
-                             "`actprm` uses pred_threshold and std_threshold")
+    @property
+    def selection_settings(self) -> SelectionSettings:
+        """The strategy and its options (validated: a bad one raises a ValueError naming it)."""
+        return SelectionSettings(
+            self.selection_strategy, self.pred_threshold, self.std_threshold, self.uncertainty_threshold,
+            self.selection_rate, self.random_share, self.importance_weighting,
+        )  # fmt: skip
