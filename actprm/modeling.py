@@ -74,6 +74,9 @@ class EnsemblePRMConfig(PreTrainedConfig):
             Inputs put the problem in a user turn and the steps in the assistant turn of the tokenizer's
             chat template. `ActivePRMTrainer` records its setting here; scorers follow it.
         system_prompt (`str`, *optional*): with `use_chat_template`, the system turn before the problem.
+        hidden_layer (`int`, defaults to -1):
+            The backbone hidden state the heads read: an index into its `hidden_states` (0 the embeddings,
+            `num_hidden_layers` or -1 the last layer, after the final norm).
     """
 
     model_type = MODEL_TYPE
@@ -91,6 +94,7 @@ class EnsemblePRMConfig(PreTrainedConfig):
     separator_token_id: int | None = None
     use_chat_template: bool = False
     system_prompt: str | None = None
+    hidden_layer: int = -1
 
     def validate_ensemble(self) -> None:
         """Part of `@strict` validation: the ensemble options are in range."""
@@ -108,6 +112,9 @@ class EnsemblePRMConfig(PreTrainedConfig):
             raise ValueError(
                 f"separator_token_id {separator_token_id} is outside the backbone vocabulary ({vocab_size})"
             )
+        num_layers = getattr(self.backbone_config, "num_hidden_layers", None)
+        if num_layers is not None and not -num_layers - 1 <= self.hidden_layer <= num_layers:
+            raise ValueError(f"hidden_layer {self.hidden_layer} is outside [-{num_layers + 1}, {num_layers}]")
 
     def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
         """The backbone's config: what transformers reads and updates for vocabulary and attention settings."""
@@ -291,10 +298,11 @@ class EnsemblePRMModel(PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        step_features: torch.Tensor | None = None,
         loss_weights: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> EnsemblePRMOutput:
@@ -302,15 +310,25 @@ class EnsemblePRMModel(PreTrainedModel):
 
         Args:
             input_ids: `[batch, seq]` token ids, a separator token after every step.
-            attention_mask: `[batch, seq]`, 1 for real tokens.
-            labels: `[batch, seq]`: 1 (step correct) or 0 at separator positions, -100 everywhere else.
+            attention_mask: `[batch, seq]`, 1 for real tokens (with `step_features`: `[batch, steps]`).
+            labels: `[batch, seq]`: 1 (step correct) or 0 at separator positions, -100 everywhere else
+                (with `step_features`: `[batch, steps]`, -100 on padding).
             position_ids: passed to the backbone (e.g. for packed sequences).
+            step_features: instead of `input_ids`, `[batch, steps, hidden]` cached hidden states of
+                `config.hidden_layer` at the step separators (`actprm.features`): the backbone does not run.
             loss_weights: `[batch]` weight of each row in the loss (importance weighting); equal when omitted.
             kwargs: passed to the backbone (e.g. `output_hidden_states`).
         """
-        kwargs.setdefault("use_cache", False)
-        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
-        logits = self.score(outputs.last_hidden_state).float()
+        hidden_states = None
+        if step_features is None:
+            kwargs.setdefault("use_cache", False)
+            reads_last = self.config.hidden_layer in (-1, self.config.get_text_config().num_hidden_layers)
+            if not reads_last:
+                kwargs.setdefault("output_hidden_states", True)
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+            hidden_states = outputs.hidden_states
+            step_features = outputs.last_hidden_state if reads_last else hidden_states[self.config.hidden_layer]
+        logits = self.score(step_features).float()
         loss = classification_loss = regularization_loss = None
         if labels is not None:
             loss, classification_loss, regularization_loss = self.ensemble_loss(logits, labels, loss_weights)
@@ -319,7 +337,7 @@ class EnsemblePRMModel(PreTrainedModel):
             logits=logits,
             classification_loss=classification_loss,
             regularization_loss=regularization_loss,
-            hidden_states=outputs.hidden_states,
+            hidden_states=hidden_states,
         )
 
     def ensemble_loss(
@@ -355,32 +373,45 @@ class EnsemblePRMModel(PreTrainedModel):
 
     @torch.no_grad()
     def ensemble_probabilities(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> torch.Tensor:
         """`[E, batch, seq]` float32 probabilities that the step closed at each position is correct."""
         return torch.sigmoid(self(input_ids, attention_mask=attention_mask, **kwargs).logits)
 
     def step_scores(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        step_features: torch.Tensor | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per row, `(mean, std)` over heads of P(correct) at each separator, in order (std unbiased)."""
-        return [(steps.mean(dim=0), steps.std(dim=0)) for steps in self.step_probabilities(input_ids, attention_mask)]
+        """Per row, `(mean, std)` over heads of P(correct) at each separator, in order (std unbiased).
+
+        With `step_features` (see `forward`), every position that `attention_mask` keeps is a step.
+        """
+        per_row = self.step_probabilities(input_ids, attention_mask, step_features)
+        return [(steps.mean(dim=0), steps.std(dim=0)) for steps in per_row]
 
     def step_probabilities(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        step_features: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Per row, every head's P(correct) at each separator, in order: `[E, steps]`."""
-        separator_token_id = self.config.separator_token_id
-        if separator_token_id is None:
-            raise ValueError(
-                "config.separator_token_id is not set; build the model with EnsemblePRMModel.from_backbone"
-            )
-        probabilities = self.ensemble_probabilities(input_ids, attention_mask)
-        at_separator = input_ids == separator_token_id
+        """Per row, every head's P(correct) at each separator (each kept step with `step_features`): `[E, steps]`."""
+        probabilities = self.ensemble_probabilities(input_ids, attention_mask, step_features=step_features)
+        if step_features is not None:
+            at_separator = torch.ones(probabilities.shape[1:], dtype=torch.bool)
+        else:
+            separator_token_id = self.config.separator_token_id
+            if separator_token_id is None:
+                raise ValueError(
+                    "config.separator_token_id is not set; build the model with EnsemblePRMModel.from_backbone"
+                )
+            at_separator = input_ids == separator_token_id
         if attention_mask is not None:
-            at_separator &= attention_mask.bool()
+            at_separator &= attention_mask.bool().to(at_separator.device)
         at_separator = at_separator.to(probabilities.device)
-        return [probabilities[:, row, at_separator[row]] for row in range(input_ids.shape[0])]
+        return [probabilities[:, row, at_separator[row]] for row in range(probabilities.shape[1])]
 
     @classmethod
     def from_backbone(

@@ -21,6 +21,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determ
 from transformers.utils import logging
 
 from .data.schema import CANONICAL_COLUMNS
+from .features import (
+    StepFeatureCache,
+    StepFeatureCollator,
+    backbone_fingerprint,
+    compute_step_features,
+    resolve_layer,
+    step_feature_rows,
+)
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .metrics.processbench import processbench_scores
@@ -116,6 +124,11 @@ class ActivePRMTrainer(Trainer):
         judge: a `actprm.judges.Judge`, required when `train_dataset` has unlabelled rows.
         processing_class: the tokenizer; loaded from `model` when omitted.
         peft_config: train LoRA adapters on the backbone instead of all its weights (needs `peft`).
+
+    With `args.step_features_dir`, the backbone is frozen and runs once, before training, over the
+    train and eval trajectories whose step features are not cached yet (where the model is: move it
+    to a GPU first for a fast pass); selection, training and evaluation then read the cached
+    hidden states of `config.hidden_layer` at the separators (`actprm.features`).
     """
 
     _tag_names = ["actprm", "process-reward-model", "active-learning"]
@@ -144,6 +157,10 @@ class ActivePRMTrainer(Trainer):
         if args.selection == "uncertainty":
             check_strategy(args.selection_strategy, num_heads=model.config.num_ensemble)
         model.config.use_chat_template, model.config.system_prompt = args.use_chat_template, args.system_prompt
+        if args.hidden_layer is not None:
+            model.config.hidden_layer = args.hidden_layer
+        if peft_config is not None and args.step_features_dir is not None:
+            raise ValueError("peft_config trains the backbone and step_features_dir freezes it: choose one")
         if peft_config is not None:
             model = self._wrap_peft(model, peft_config)
         self.step_tokenizer = StepTokenizer(
@@ -165,11 +182,16 @@ class ActivePRMTrainer(Trainer):
             eval_dataset = {name: self._tokenize(ds, f"eval[{name}]") for name, ds in eval_dataset.items()}
         elif eval_dataset is not None:
             eval_dataset = self._tokenize(eval_dataset, "eval")
+        self.feature_cache = None
+        data_collator = StepDataCollator(processing_class, keep_columns=("row",))
+        if args.step_features_dir is not None:
+            train_tokenized, eval_dataset = self._cache_step_features(model, args, train_tokenized, eval_dataset)
+            data_collator = StepFeatureCollator(self.feature_cache, self.feature_layer, keep_columns=("row",))
 
         super().__init__(
             model=model,
             args=args,
-            data_collator=StepDataCollator(processing_class, keep_columns=("row",)),
+            data_collator=data_collator,
             train_dataset=train_tokenized,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -238,6 +260,22 @@ class ActivePRMTrainer(Trainer):
         peft_config.target_modules = peft_config.target_modules or "all-linear"
         peft_config.modules_to_save = sorted({*(peft_config.modules_to_save or []), "score"})
         return get_peft_model(model, peft_config)
+
+    def _cache_step_features(
+        self, model: EnsemblePRMModel, args: ActivePRMConfig, train: Dataset | None, eval_dataset: Any
+    ) -> tuple[Any, Any]:
+        """Freeze the backbone, cache the step features of every split, and key the splits' rows to them."""
+        model.model.requires_grad_(False)
+        self.feature_layer = resolve_layer(model.config.hidden_layer, model.config.get_text_config().num_hidden_layers)
+        separator = self.step_tokenizer.separator_id
+        named = {} if eval_dataset is None else eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+        splits = {name: step_feature_rows(ds, separator) for name, ds in [("train", train), *named.items()] if ds is not None}
+        with args.main_process_first(desc="computing step features"):
+            self.feature_cache = StepFeatureCache(args.step_features_dir, backbone=backbone_fingerprint(model))
+            for split in splits.values():
+                compute_step_features(model, split["input_ids"], self.feature_cache, [self.feature_layer])
+        evaluated = {name: splits[name] for name in named}
+        return splits.get("train"), evaluated.get(None, evaluated or None)
 
     def _tokenize(self, dataset: Dataset, name: str) -> Dataset:
         missing = [c for c in ("problem", "steps") if c not in dataset.column_names]
@@ -327,7 +365,8 @@ class ActivePRMTrainer(Trainer):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            device_inputs = self._prepare_inputs({k: inputs[k] for k in ("input_ids", "attention_mask")})
+            model_inputs = ("input_ids", "attention_mask", "step_features")
+            device_inputs = self._prepare_inputs({k: inputs[k] for k in model_inputs if k in inputs})
             heads, mask = pad_step_probabilities(model.step_probabilities(**device_inputs))
         model.train(was_training)
         decision = args.selection_settings.select(
@@ -391,6 +430,8 @@ class ActivePRMTrainer(Trainer):
         separator_id = self.step_tokenizer.separator_id
         labels = [IGNORE_INDEX] * len(input_ids)
         positions = [i for i, token in enumerate(input_ids) if token == separator_id]
+        if self.feature_cache is not None:  # cached step features: one label per kept step
+            return step_labels[: len(positions)]
         for position, label in zip(positions, step_labels):
             labels[position] = label
         return labels
@@ -419,7 +460,7 @@ class ActivePRMTrainer(Trainer):
 
     def _features(self, row: int) -> dict[str, Any]:
         record = self.train_dataset[row]
-        return {"input_ids": record["input_ids"], "attention_mask": record["attention_mask"]}
+        return {key: record[key] for key in ("input_ids", "attention_mask", "feature_key") if key in record}
 
     # ----- budgets -----
 

@@ -36,6 +36,16 @@ class ActivePRMConfig(TrainingArguments):
         default=0.5,
         metadata={"help": "Weight of the L2 term anchoring each head to a frozen copy of its initial weights."},
     )
+    hidden_layer: int | None = field(
+        default=None,
+        metadata={"help": "Backbone hidden state the heads read: an index into its `hidden_states` (0 the embeddings, "
+                  "-1 the last layer). Unset: the model's own (the last for new heads)."},
+    )
+    step_features_dir: str | None = field(
+        default=None,
+        metadata={"help": "Train the heads only, on a frozen backbone: its hidden states at the step separators are "
+                  "computed once into this folder (`actprm.features`, reused when there) and the heads train on them."},
+    )
     separator: str = field(
         default=DEFAULT_SEPARATOR,
         metadata={"help": "Token placed after every step; added to the tokenizer when it lacks it."},
