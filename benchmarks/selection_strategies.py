@@ -35,7 +35,7 @@ import math
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,6 +52,8 @@ from actprm.selection import STRATEGIES, SelectionSettings, acquire
 from actprm.tokenization import IGNORE_INDEX
 
 RANDOM, FULL = "random", "all"
+THRESHOLDS = [round(t, 2) for t in np.arange(0.02, 0.99, 0.02)]
+"""Candidate F1 thresholds tried on the validation split."""
 
 
 @dataclass
@@ -76,11 +78,10 @@ class StrategiesConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate, decayed linearly over the pass."})
     batch_size: int = field(default=8, metadata={"help": "Trajectories per candidate batch and per training batch."})
     workers: int = field(default=2, metadata={"help": "Processes (one thread each); seeds are spread over them."})
-    # synthetic
-    pool_size: int = field(default=3000, metadata={"help": "Synthetic: trajectories in the pool."})
-    validation_size: int = field(default=500, metadata={"help": "Synthetic: validation trajectories (F1 threshold)."})
-    test_size: int = field(default=1000, metadata={"help": "Synthetic: test trajectories."})
-    # real
+    pool_size: int = field(default=2000, metadata={"help": "Trajectories in the pool (real: as the cache was built)."})
+    validation_size: int = field(default=300, metadata={"help": "Validation trajectories, for the F1 threshold."})
+    test_size: int = field(default=600, metadata={"help": "Test trajectories."})
+    max_length: int = field(default=768, metadata={"help": "Real: longest trajectory in tokens (as the cache was built)."})
     cache_dir: str = field(default="/work/cache/real_data", metadata={"help": "Real: the step-feature cache."})
     shared_dir: str = field(default="../shared", metadata={"help": "Real: folder with data/ and models/."})
     layer: int = field(default=20, metadata={"help": "Real: the hidden layer the heads read."})
@@ -144,7 +145,11 @@ def real_splits(config: StrategiesConfig) -> dict[str, Split]:
 
     from actprm.features import StepFeatureCache, trajectory_key
 
-    real = RealDataConfig(shared_dir=config.shared_dir, cache_dir=config.cache_dir)
+    real = RealDataConfig(
+        shared_dir=config.shared_dir, cache_dir=config.cache_dir, max_length=config.max_length,
+        pool_size=config.pool_size, validation_size=config.validation_size, test_size=config.test_size,
+        processbench_sizes=[0, 0, 0, 0], prmbench_size=0,
+    )  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(Path(real.shared_dir) / real.model_dir, gguf_file=real.gguf_file)
     step_tokenizer = build_step_tokenizer(real, tokenizer)
     cache = StepFeatureCache(config.cache_dir)
@@ -254,7 +259,8 @@ def evaluate(heads: EnsembleHead, splits: dict[str, Split]) -> dict[str, float]:
     flat = np.concatenate([np.asarray(s) for s in test])
     labels = torch.cat(splits["test"].labels).numpy()
     rated = labels != IGNORE_INDEX
-    threshold, _ = calibrate_threshold(step_scores(heads, splits["validation"]), splits["validation"].references)
+    validation = step_scores(heads, splits["validation"])
+    threshold, _ = calibrate_threshold(validation, splits["validation"].references, THRESHOLDS)
     predictions = [first_error_from_scores(s, threshold) for s in test]
     return {
         "auroc": auroc(flat[rated], labels[rated]),
@@ -303,18 +309,24 @@ def run_seed(config: StrategiesConfig, seed: int) -> dict[str, dict[str, float]]
 
 
 def run_all(config: StrategiesConfig, output: Path) -> dict[int, dict[str, dict[str, float]]]:
-    splits = synthetic_splits(config) if config.setting == "synthetic" else real_splits(config)
-    for name, split in splits.items():
-        steps = torch.cat(split.labels)
-        print(f"{name}: {len(split.features)} trajectories, {int((steps != IGNORE_INDEX).sum())} rated steps", flush=True)
+    """Every run of every seed; ``features.pt`` (the splits' features) is reused when `output_dir` has it, and
+    ``runs.json`` is rewritten as each seed finishes."""
     path = output / "features.pt"
-    torch.save({name: asdict(split) for name, split in splits.items()}, path)
+    if not path.exists():
+        splits = synthetic_splits(config) if config.setting == "synthetic" else real_splits(config)
+        torch.save({name: asdict(split) for name, split in splits.items()}, path)
+    for name, split in torch.load(path).items():
+        steps = torch.cat(split["labels"])
+        print(f"{name}: {len(split['features'])} trajectories, {int((steps != IGNORE_INDEX).sum())} rated steps", flush=True)
+    runs = {}
     with ProcessPoolExecutor(
         config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_worker, initargs=(str(path),)
     ) as executor:
-        results = list(executor.map(run_seed, [config] * len(config.seeds), config.seeds))
-    path.unlink()
-    return dict(zip(config.seeds, results))
+        futures = {executor.submit(run_seed, config, seed): seed for seed in config.seeds}
+        for future in as_completed(futures):
+            runs[futures[future]] = future.result()
+            (output / "runs.json").write_text(json.dumps(dict(sorted(runs.items())), indent=1))
+    return dict(sorted(runs.items()))
 
 
 # ----- summary -----
@@ -393,7 +405,6 @@ def main(argv: list[str]) -> int:
         runs = {int(seed): value for seed, value in json.loads(Path(config.runs).read_text()).items()}
     else:
         runs = run_all(config, output)
-        (output / "runs.json").write_text(json.dumps(runs, indent=1))
     table, paired = summarise(runs, config)
     (output / "results.md").write_text(table + "\n")
     plot(runs, config, output / "selection_strategies.png")
