@@ -138,12 +138,14 @@ def synthetic_splits(config: StrategiesConfig) -> dict[str, Split]:
 
 
 def real_splits(config: StrategiesConfig) -> dict[str, Split]:
-    """`real_data.py`'s PRM800K splits, their states of `layer` read from the step-feature cache."""
+    """`real_data.py`'s PRM800K splits (at most the given sizes), their states of `layer` read from the step-feature
+    cache; trajectories the cache lacks are left out."""
     sys.path.insert(0, str(Path(__file__).parent))
     from real_data import RealDataConfig, build_step_tokenizer, load_splits
     from transformers import AutoTokenizer
 
     from actprm.features import StepFeatureCache, trajectory_key
+    from actprm.tokenization import add_separator_token
 
     real = RealDataConfig(
         shared_dir=config.shared_dir, cache_dir=config.cache_dir, max_length=config.max_length,
@@ -151,6 +153,7 @@ def real_splits(config: StrategiesConfig) -> dict[str, Split]:
         processbench_sizes=[0, 0, 0, 0], prmbench_size=0,
     )  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(Path(real.shared_dir) / real.model_dir, gguf_file=real.gguf_file)
+    add_separator_token(tokenizer, "<extra_0>")  # as `EnsemblePRMModel.from_backbone` did for the cache
     step_tokenizer = build_step_tokenizer(real, tokenizer)
     cache = StepFeatureCache(config.cache_dir)
     splits = {}
@@ -158,6 +161,7 @@ def real_splits(config: StrategiesConfig) -> dict[str, Split]:
         if name not in ("pool", "validation", "test"):
             continue
         records = [step_tokenizer(record) for record in dataset]
+        records = [r for r in records if cache.has(trajectory_key(r["input_ids"]), config.layer)]  # cached ones only
         splits[name] = Split(
             [cache.get(trajectory_key(r["input_ids"]), config.layer) for r in records],
             [torch.tensor(step_labels_at_separators(r, step_tokenizer.separator_id)) for r in records],
