@@ -2,7 +2,9 @@
 
 The paper's last stage: a trained ensemble scores every step of a pool of trajectories (over a
 million) and the trajectories it is *not* confident about by the trainer's rule (`select_confident`
-with ``pred_threshold`` and ``std_threshold``) are kept for labelling and further training.
+with ``pred_threshold`` and ``std_threshold``) are kept for labelling and further training. Any
+other strategy of `actprm.selection` that reads the heads' mean and spread can replace the rule, by
+a threshold or at a fixed rate (the most uncertain share of each shard).
 
 The pool is read shard by shard, never whole:
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count, islice
@@ -44,7 +47,7 @@ from .data import load_steps
 from .data.loaders import CONVERTERS, FORMATS, HUB_FORMATS, _data_files, infer_format_from_record
 from .data.records import OnError, RawRecord, RecordErrors, build_dataset, read_records
 from .scoring import StepScorer
-from .selection import pad_step_statistics, select_confident
+from .selection import PER_HEAD_STRATEGIES, SINGLE_HEAD_STRATEGIES, SelectionSettings, pad_step_statistics
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -165,18 +168,27 @@ def filter_pool(
     output_dir: str | os.PathLike[str],
     pred_threshold: float = 0.9,
     std_threshold: float = 0.01,
+    strategy: str = "actprm",
+    uncertainty_threshold: float | None = None,
+    selection_rate: float | None = None,
+    random_share: float = 0.0,
     batch_size: int = 8,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Keep the trajectories of ``pool`` that the ensemble is not confident about; resumable, multi-process.
 
     Args:
-        scorer: a `StepScorer` over an `EnsemblePRMModel` with at least 2 heads.
+        scorer: a `StepScorer` over an `EnsemblePRMModel` with at least 2 heads (any PRM for ``entropy_*``).
         pool: a `TrajectoryPool`, or a source to build one from with its defaults.
         output_dir: where the kept shards, the done markers, ``summary.json`` and ``filter.json`` go.
         pred_threshold: a step is decided when its mean probability is >= this or <= 1 - this
             (the trainer's default 0.9).
         std_threshold: and when the heads' standard deviation is <= this (the trainer's default 0.01).
+        strategy: the selection strategy (`actprm.selection.STRATEGIES`, except the ``bald_*`` ones, which
+            need every head's probability); ``entropy_*`` also work with a single model.
+        uncertainty_threshold: a strategy other than ``actprm`` keeps what scores above this.
+        selection_rate: instead of a threshold, keep this share of each shard, the most uncertain.
+        random_share: epsilon-greedy share of random trajectories (see `actprm.selection.acquire`).
         batch_size: solutions per forward pass.
         show_progress: show a progress bar on the main process.
 
@@ -186,14 +198,14 @@ def filter_pool(
         ``fraction_kept``, ``truncated`` and the ``process_index`` that filtered it.
 
     Raises:
-        ValueError: for a scorer that is not an ensemble, thresholds out of range, or an
-            ``output_dir`` holding the output of other settings.
+        ValueError: for a scorer that is not an ensemble (for a strategy that needs one), bad selection
+            settings, or an ``output_dir`` holding the output of other settings.
     """
-    check_selection_thresholds(pred_threshold, std_threshold)
+    selection = filter_selection(strategy, pred_threshold, std_threshold, uncertainty_threshold, selection_rate, random_share)
     heads = getattr(scorer.model.config, "num_ensemble", 0) if scorer.kind == "ensemble" else 0
-    if heads < 2:
+    if heads < 2 and strategy not in SINGLE_HEAD_STRATEGIES:
         raise ValueError(
-            f"the filter needs an ensemble PRM with at least 2 heads (the rule reads their disagreement); "
+            f"strategy {strategy!r} needs an ensemble PRM with at least 2 heads (it reads their disagreement); "
             f"{scorer.settings['model']} is a {scorer.kind!r} model with {heads or 'no'} heads"
         )
     pool = pool if isinstance(pool, TrajectoryPool) else TrajectoryPool(pool)
@@ -206,6 +218,10 @@ def filter_pool(
         "scorer": scorer.settings,
         "pred_threshold": pred_threshold,
         "std_threshold": std_threshold,
+        "strategy": strategy,
+        "uncertainty_threshold": uncertainty_threshold,
+        "selection_rate": selection_rate,
+        "random_share": random_share,
     }
     state = process_state()
     _check_same_settings(output_dir, settings, state)
@@ -218,9 +234,7 @@ def filter_pool(
         for index, shard in enumerate(pool.shards()):
             names.append(shard.name)
             if index % state.num_processes == state.process_index and shard.name not in done_before:
-                _filter_shard(
-                    scorer, shard, output_dir, pred_threshold, std_threshold, batch_size, state.process_index, progress
-                )
+                _filter_shard(scorer, shard, output_dir, selection, batch_size, state.process_index, progress)
     state.wait_for_everyone()
     summary = _summary(output_dir, names, settings, done_before)
     if state.is_main_process:
@@ -230,42 +244,47 @@ def filter_pool(
 
 
 def uncertain_trajectories(
-    results: list[dict[str, Any]], *, pred_threshold: float, std_threshold: float
+    results: list[dict[str, Any]], selection: SelectionSettings, generator: torch.Generator | None = None
 ) -> tuple[list[bool], list[int]]:
-    """The trainer's rule on `StepScorer.score` results: per item, kept (not confident) and the predicted first error.
+    """A selection on `StepScorer.score` results: per item, kept (selected) and the predicted first error.
 
-    Only scored steps count; an item without any (no step, or none inside the context) is confident,
-    as `select_confident` finds for a trajectory without steps.
+    Only scored steps count; an item without any (no step, or none inside the context) is not kept,
+    as `select_confident` finds a trajectory without steps confident; a fixed rate is a share of the others.
     """
     keep, first_errors = [False] * len(results), [-1] * len(results)
     scored = [index for index, result in enumerate(results) if result["scores"]]
     if scored:
-        statistics = [(torch.tensor(results[i]["scores"]), torch.tensor(results[i]["stds"])) for i in scored]
+        spreads = [results[i]["stds"] or [0.0] * len(results[i]["scores"]) for i in scored]  # none: a single model
+        statistics = [(torch.tensor(results[i]["scores"]), torch.tensor(spread)) for i, spread in zip(scored, spreads)]
         mean, std, step_mask = pad_step_statistics(statistics)
-        selection = select_confident(
-            mean, std, step_mask, pred_threshold=pred_threshold, std_threshold=std_threshold
-        )
-        for index, confident, first_error in zip(
-            scored, selection.confident.tolist(), selection.predicted_first_error.tolist()
-        ):
-            keep[index], first_errors[index] = not confident, first_error
+        decision = selection.select(mean, std, step_mask, generator=generator)
+        for index, kept, first_error in zip(scored, decision.selected.tolist(), decision.predicted_first_error.tolist()):
+            keep[index], first_errors[index] = kept, first_error
     return keep, first_errors
 
 
-def check_selection_thresholds(pred_threshold: float, std_threshold: float) -> None:
-    """Raise a ValueError unless ``pred_threshold`` is in (0.5, 1] and ``std_threshold`` >= 0 (as the trainer asks)."""
-    if not 0.5 < pred_threshold <= 1:
-        raise ValueError(f"pred_threshold must be in (0.5, 1], got {pred_threshold}")
-    if std_threshold < 0:
-        raise ValueError(f"std_threshold must be >= 0, got {std_threshold}")
+def filter_selection(
+    strategy: str,
+    pred_threshold: float,
+    std_threshold: float,
+    uncertainty_threshold: float | None = None,
+    selection_rate: float | None = None,
+    random_share: float = 0.0,
+) -> SelectionSettings:
+    """The filter's validated selection settings: a ValueError names a bad option (as the trainer's do)."""
+    if strategy in PER_HEAD_STRATEGIES:
+        raise ValueError(
+            f"strategy {strategy!r} needs every head's probability; the filter's scores carry only the mean and "
+            "spread over heads: use another strategy"
+        )
+    return SelectionSettings(strategy, pred_threshold, std_threshold, uncertainty_threshold, selection_rate, random_share)
 
 
 def _filter_shard(
     scorer: StepScorer,
     shard: PoolShard,
     output_dir: Path,
-    pred_threshold: float,
-    std_threshold: float,
+    selection: SelectionSettings,
     batch_size: int,
     process_index: int,
     progress: tqdm,
@@ -275,9 +294,8 @@ def _filter_shard(
     for index, result in scorer.iter_scores(dataset, batch_size=batch_size, show_progress=False):
         results[index] = result
         progress.update()
-    keep, first_errors = uncertain_trajectories(
-        results, pred_threshold=pred_threshold, std_threshold=std_threshold
-    )
+    generator = torch.Generator().manual_seed(zlib.crc32(shard.name.encode()))  # the same draw on a rerun
+    keep, first_errors = uncertain_trajectories(results, selection, generator)
     kept_indices = [index for index, kept in enumerate(keep) if kept]
     columns = {
         "scores": [results[i]["scores"] for i in kept_indices],

@@ -78,7 +78,14 @@ COLUMN_DESCRIPTIONS = {
     "raw_output": "What the judge wrote.",
     "annotated_at": "When the label was made (ISO 8601, UTC).",
 }
-SELECTION_SETTINGS = {"uncertainty": ("pred_threshold", "std_threshold"), "random": ("random_selection_rate",), "all": ()}
+SELECTION_SETTINGS = {
+    "uncertainty": (
+        "selection_strategy", "pred_threshold", "std_threshold", "uncertainty_threshold", "selection_rate",
+        "random_share", "importance_weighting",
+    ),
+    "random": ("random_selection_rate",),
+    "all": (),
+}  # fmt: skip
 """The `ActivePRMConfig` fields of each selection rule that the training report keeps."""
 BUDGET_SETTINGS = ("active_warmup_steps", "max_annotations", "max_judge_tokens")
 REPORTED_HYPERPARAMETERS = (
@@ -167,7 +174,13 @@ class TrainingReport:
 def describe_selection(selection: Mapping[str, Any]) -> str:
     """One paragraph saying which trajectories were labelled and trained on, and under which budgets."""
     rule = selection.get("rule")
-    if rule == "uncertainty":
+    strategy, rate = selection.get("selection_strategy", "actprm"), selection.get("selection_rate")
+    if rule == "uncertainty" and (strategy != "actprm" or rate):
+        chosen = f"the {rate:.0%} of each batch it found most uncertain" if rate else (
+            f"every trajectory scoring above {selection['uncertainty_threshold']:g}"
+        )
+        text = f"Acquisition strategy `{strategy}` (`actprm.selection`): {chosen} was labelled and trained on."
+    elif rule == "uncertainty":
         threshold = selection["pred_threshold"]
         text = (
             "ActPRM's uncertainty rule: a trajectory was skipped when, on every step up to its predicted first error, "
@@ -180,6 +193,11 @@ def describe_selection(selection: Mapping[str, Any]) -> str:
         text = "All: every trajectory was labelled and trained on (full annotation)."
     else:
         return "Not recorded."
+    if selection.get("random_share"):
+        text += f" A random share of {selection['random_share']:g} was mixed in (epsilon-greedy)" + (
+            ", each selected trajectory's loss weighted by the inverse of its selection probability."
+            if selection.get("importance_weighting") else "."
+        )  # fmt: skip
     if selection.get("active_warmup_steps"):
         text += f" The first {selection['active_warmup_steps']} training steps selected every trajectory."
     budgets = [

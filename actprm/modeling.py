@@ -303,6 +303,7 @@ class EnsemblePRMModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         step_features: torch.Tensor | None = None,
+        loss_weights: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> EnsemblePRMOutput:
         """Logits of every head at every position, and the loss when `labels` are given.
@@ -315,6 +316,7 @@ class EnsemblePRMModel(PreTrainedModel):
             position_ids: passed to the backbone (e.g. for packed sequences).
             step_features: instead of `input_ids`, `[batch, steps, hidden]` cached hidden states of
                 `config.hidden_layer` at the step separators (`actprm.features`): the backbone does not run.
+            loss_weights: `[batch]` weight of each row in the loss (importance weighting); equal when omitted.
             kwargs: passed to the backbone (e.g. `output_hidden_states`).
         """
         hidden_states = None
@@ -329,7 +331,7 @@ class EnsemblePRMModel(PreTrainedModel):
         logits = self.score(step_features).float()
         loss = classification_loss = regularization_loss = None
         if labels is not None:
-            loss, classification_loss, regularization_loss = self.ensemble_loss(logits, labels)
+            loss, classification_loss, regularization_loss = self.ensemble_loss(logits, labels, loss_weights)
         return EnsemblePRMOutput(
             loss=loss,
             logits=logits,
@@ -339,13 +341,14 @@ class EnsemblePRMModel(PreTrainedModel):
         )
 
     def ensemble_loss(
-        self, logits: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`(loss, classification_loss, regularization_loss)` for `[E, B, T]` logits and `[B, T]` labels.
 
         In training mode each (head, sample) pair is kept with probability `learning_probability`; each
         head's BCE is averaged over its kept labelled positions, and heads left with none are skipped
-        in the mean over heads. `loss = classification_loss + regularization_lambda * regularization_loss`.
+        in the mean over heads; with `weights` (`[B]`) that average is weighted by each position's row.
+        `loss = classification_loss + regularization_lambda * regularization_loss`.
         """
         if labels.shape != logits.shape[1:]:
             raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
@@ -356,10 +359,12 @@ class EnsemblePRMModel(PreTrainedModel):
         if self.training and probability < 1:
             kept = kept & (torch.rand(logits.shape[0], logits.shape[1], 1, device=logits.device) < probability)
         kept = kept.expand_as(logits).float()
+        if weights is not None:
+            kept = kept * weights.to(logits.device).float().view(1, -1, 1)
         targets = labels.clamp(min=0).float().expand_as(logits)
         per_position = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         counts = kept.sum(dim=(1, 2))
-        per_head = (per_position * kept).sum(dim=(1, 2)) / counts.clamp(min=1)
+        per_head = (per_position * kept).sum(dim=(1, 2)) / torch.where(counts > 0, counts, 1.0)
         active = (counts > 0).float()
         classification_loss = (per_head * active).sum() / active.sum().clamp(min=1)
         regularization_loss = self.score.regularization().to(logits.device)
@@ -383,6 +388,16 @@ class EnsemblePRMModel(PreTrainedModel):
 
         With `step_features` (see `forward`), every position that `attention_mask` keeps is a step.
         """
+        per_row = self.step_probabilities(input_ids, attention_mask, step_features)
+        return [(steps.mean(dim=0), steps.std(dim=0)) for steps in per_row]
+
+    def step_probabilities(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        step_features: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Per row, every head's P(correct) at each separator (each kept step with `step_features`): `[E, steps]`."""
         probabilities = self.ensemble_probabilities(input_ids, attention_mask, step_features=step_features)
         if step_features is not None:
             at_separator = torch.ones(probabilities.shape[1:], dtype=torch.bool)
@@ -396,11 +411,7 @@ class EnsemblePRMModel(PreTrainedModel):
         if attention_mask is not None:
             at_separator &= attention_mask.bool().to(at_separator.device)
         at_separator = at_separator.to(probabilities.device)
-        scores = []
-        for row in range(probabilities.shape[1]):
-            steps = probabilities[:, row, at_separator[row]]
-            scores.append((steps.mean(dim=0), steps.std(dim=0)))
-        return scores
+        return [probabilities[:, row, at_separator[row]] for row in range(probabilities.shape[1])]
 
     @classmethod
     def from_backbone(

@@ -36,7 +36,7 @@ from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
 from .metrics.processbench import processbench_scores
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
-from .selection import pad_step_statistics, select_confident
+from .selection import check_strategy, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
 from .training_args import ActivePRMConfig
 
@@ -73,6 +73,8 @@ class ActiveLearningState:
     """Selected unlabelled rows waiting for the next judge batch (with those in flight, in a checkpoint)."""
     annotated_rows: set[int] = field(default_factory=set)
     """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
+    weights: dict[int, float] = field(default_factory=dict)
+    """With `importance_weighting`, each selected row's loss weight: 1 / its latest selection probability."""
 
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
@@ -81,6 +83,7 @@ class ActiveLearningState:
 
     def __post_init__(self):
         self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
+        self.weights = {int(row): weight for row, weight in self.weights.items()}  # str keys in JSON
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -156,6 +159,8 @@ class ActivePRMTrainer(Trainer):
             model = self._load_model(model, args, processing_class)
         if processing_class is None:
             raise ValueError("pass `processing_class` (the tokenizer) when `model` is a model object")
+        if args.selection == "uncertainty":
+            check_strategy(args.selection_strategy, num_heads=model.config.num_ensemble)
         model.config.use_chat_template, model.config.system_prompt = args.use_chat_template, args.system_prompt
         if args.hidden_layer is not None:
             model.config.hidden_layer = args.hidden_layer
@@ -350,8 +355,7 @@ class ActivePRMTrainer(Trainer):
         if args.selection == "all" or self.state.global_step < args.active_warmup_steps:
             selected = [True] * len(rows)
         elif args.selection == "random":
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + rows[0])
-            selected = (torch.rand(len(rows), generator=generator) < args.random_selection_rate).tolist()
+            selected = (torch.rand(len(rows), generator=self._batch_generator(rows)) < args.random_selection_rate).tolist()
         else:
             selected = self._uncertain(inputs, has_label)
 
@@ -368,26 +372,34 @@ class ActivePRMTrainer(Trainer):
             else:
                 active.judge_queue.append(row)
 
+    def _batch_generator(self, rows: list[int]) -> torch.Generator:
+        """Random numbers of a batch's selection, set by the seed and the batch's first row (same on resume)."""
+        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + rows[0])
+
     def _uncertain(self, inputs: dict[str, torch.Tensor], has_label: list[bool]) -> list[bool]:
+        args, rows = self.args, inputs["row"].tolist()
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         with torch.no_grad():
             model_inputs = ("input_ids", "attention_mask", "step_features")
             device_inputs = self._prepare_inputs({k: inputs[k] for k in model_inputs if k in inputs})
-            mean, std, mask = pad_step_statistics(model.step_scores(**device_inputs))
+            heads, mask = pad_step_probabilities(model.step_probabilities(**device_inputs))
         model.train(was_training)
-        decision = select_confident(
-            mean, std, mask, pred_threshold=self.args.pred_threshold, std_threshold=self.args.std_threshold
-        )
+        decision = args.selection_settings.select(
+            heads.mean(dim=0), heads.std(dim=0) if len(heads) > 1 else None, mask, heads,
+            seen_before=self.active.seen - len(rows), generator=self._batch_generator(rows),
+        )  # fmt: skip
         labels = inputs["labels"]
-        for i, confident in enumerate(decision.confident.tolist()):
-            if confident and has_label[i]:
+        for i, (selected, probability) in enumerate(zip(decision.selected.tolist(), decision.probability.tolist())):
+            if selected and args.importance_weighting:
+                self.active.weights[rows[i]] = 1 / probability
+            if not selected and has_label[i]:
                 self.active.confident_with_label += 1
                 step_labels = labels[i][labels[i] != IGNORE_INDEX]
                 true_error = int((step_labels == 0).nonzero()[0]) if (step_labels == 0).any() else -1
                 self.active.confident_correct += int(decision.predicted_first_error[i].item() == true_error)
-        return (~decision.confident).tolist()
+        return decision.selected.tolist()
 
     def _exchange_with_judge(self, last_step: bool) -> bool:
         """Take the judge's answers that are in and send the queue when it is a batch; ``True`` when finishing.
@@ -492,10 +504,14 @@ class ActivePRMTrainer(Trainer):
             count = int(self.accelerator.reduce(torch.tensor(count, device=self.args.device), reduction="min"))
         taken, self.active.buffer = buffer[: count * batch_size], buffer[count * batch_size :]
         self.active.trained += len(taken)
-        return [
-            self.data_collator([{**self._features(row), "labels": labels} for row, labels in taken[i : i + batch_size]])
-            for i in range(0, len(taken), batch_size)
-        ]
+        batches = []
+        for i in range(0, len(taken), batch_size):
+            chunk = taken[i : i + batch_size]
+            batch = self.data_collator([{**self._features(row), "labels": labels} for row, labels in chunk])
+            if self.args.importance_weighting:
+                batch["loss_weights"] = torch.tensor([self.active.weights.get(row, 1.0) for row, _ in chunk])
+            batches.append(batch)
+        return batches
 
     def _features(self, row: int) -> dict[str, Any]:
         record = self.train_dataset[row]

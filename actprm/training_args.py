@@ -8,6 +8,7 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from .default_backbone import DEFAULT_SEPARATOR
+from .selection import STRATEGIES, SelectionSettings
 
 
 @dataclass
@@ -84,6 +85,41 @@ class ActivePRMConfig(TrainingArguments):
             "choices": ["uncertainty", "random", "all"],
         },
     )
+    selection_strategy: str = field(
+        default="actprm",
+        metadata={
+            "help": "With `selection='uncertainty'`, how trajectories are scored (formulas in "
+            "`actprm.selection.trajectory_scores`): `actprm` (the paper's rule), `disagreement_max`/`_mean` (largest or "
+            "mean spread over heads), `bald_max`/`_sum` (mutual information between a step's label and the head), "
+            "`entropy_max`/`_sum` (predictive entropy), each over the steps up to the predicted first error.",
+            "choices": list(STRATEGIES),
+        },
+    )
+    selection_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fixed-rate selection: the most uncertain share of each batch (in (0, 1], exact over the run) "
+            "instead of a threshold."
+        },
+    )
+    uncertainty_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Without `selection_rate`, a non-`actprm` strategy selects trajectories scoring above this."},
+    )
+    random_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Epsilon-greedy: with a threshold, each trajectory the strategy skips is selected with this "
+            "probability; at a fixed rate, this share of the selections is drawn at random from the rest."
+        },
+    )
+    importance_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "Weigh each selected trajectory's loss by the inverse of its selection probability (importance-"
+            "weighted active learning; needs `random_share` > 0)."
+        },
+    )
     random_selection_rate: float = field(
         default=0.5, metadata={"help": "Fraction of trajectories selected when `selection='random'`."}
     )
@@ -133,10 +169,7 @@ class ActivePRMConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.5 < self.pred_threshold <= 1:
-            raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
-        if self.std_threshold < 0:
-            raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
+        self.selection_settings  # noqa: B018 -- validates the selection options
         if not 0 < self.random_selection_rate <= 1:
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
         for budget in ("max_annotations", "max_judge_tokens"):
@@ -146,3 +179,11 @@ class ActivePRMConfig(TrainingArguments):
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
         if self.max_judge_batches_in_flight < 0:
             raise ValueError(f"max_judge_batches_in_flight must be >= 0, got {self.max_judge_batches_in_flight}")
+
+    @property
+    def selection_settings(self) -> SelectionSettings:
+        """The strategy and its options (validated: a bad one raises a ValueError naming it)."""
+        return SelectionSettings(
+            self.selection_strategy, self.pred_threshold, self.std_threshold, self.uncertainty_threshold,
+            self.selection_rate, self.random_share, self.importance_weighting,
+        )  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Literal
 
 from trl import TrlParser
 
+from ..selection import PER_HEAD_STRATEGIES, STRATEGIES
 from .score import DATA_FORMAT_HELP, ScorerArguments
 
 HELP = "keep the trajectories of a large pool an ensemble PRM is unsure of (sharded, resumable, multi-process)"
@@ -35,15 +36,36 @@ class FilterArguments:
     std_threshold: float = field(
         default=0.01, metadata={"help": "A step is decided only when the heads' standard deviation is <= this."}
     )
+    strategy: str = field(
+        default="actprm",
+        metadata={
+            "help": "Selection strategy (formulas in `actprm.selection.trajectory_scores`): `actprm` (the rule), "
+            "`disagreement_max`, `disagreement_mean`, `entropy_max` or `entropy_sum` (`bald_*` need every head's "
+            "probability, which the filter's scores do not carry).",
+            "choices": [s for s in STRATEGIES if s not in PER_HEAD_STRATEGIES],
+        },
+    )
+    uncertainty_threshold: float | None = field(
+        default=None, metadata={"help": "A strategy other than `actprm` keeps the trajectories scoring above this."}
+    )
+    selection_rate: float | None = field(
+        default=None, metadata={"help": "Keep this share (in (0, 1]) of each shard, the most uncertain, instead."}
+    )
+    random_share: float = field(
+        default=0.0, metadata={"help": "Epsilon-greedy share of trajectories kept at random, in [0, 1)."}
+    )
     shard_size: int = field(default=10_000, metadata={"help": "Trajectories per shard of a streamed pool."})
     on_error: Literal["raise", "skip"] = field(
         default="raise", metadata={"help": "Stop at the first malformed record, or skip such records with a warning."}
     )
 
     def __post_init__(self):
-        from ..filtering import check_selection_thresholds
+        from ..filtering import filter_selection
 
-        check_selection_thresholds(self.pred_threshold, self.std_threshold)
+        filter_selection(
+            self.strategy, self.pred_threshold, self.std_threshold, self.uncertainty_threshold, self.selection_rate,
+            self.random_share,
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -62,6 +84,10 @@ def main(argv: list[str]) -> int:
         output_dir=args.output_dir,
         pred_threshold=args.pred_threshold,
         std_threshold=args.std_threshold,
+        strategy=args.strategy,
+        uncertainty_threshold=args.uncertainty_threshold,
+        selection_rate=args.selection_rate,
+        random_share=args.random_share,
         batch_size=scorer_args.batch_size,
     )
     if process_state().is_main_process:
