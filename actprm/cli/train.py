@@ -15,6 +15,12 @@ HELP = "train an ensemble PRM with active learning (pool mode, or online with a 
 
 @dataclass
 class RunArguments:
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "GGUF checkpoint of the backbone: a path, or a file of --model_name_or_path (folder or Hub "
+                  "repo); de-quantised on load, the trained PRM is saved as safetensors (needs `pip install "
+                  "'actprm[gguf]'`)."},
+    )
     dry_run: bool = field(
         default=False,
         metadata={"help": "Parse everything, load the data and build the judge, print the plan, and stop before "
@@ -38,7 +44,8 @@ def main(argv: list[str]) -> int:
             f"{data_args.dataset}, judge {judge!r}, output in {training_args.output_dir}"
         )
         return 0
-    init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
+    init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+                   "gguf_file": run_args.gguf_file}
     if model_args.dtype not in (None, "auto"):
         init_kwargs["dtype"] = model_args.dtype
     training_args.model_init_kwargs = {**{k: v for k, v in init_kwargs.items() if v is not None},
