@@ -217,14 +217,14 @@ def test_online_mode_with_smollm2_as_the_judge(
     from actprm.judges import AnnotationStore, JudgeFailure, OpenAIJudge
     from actprm.judges.prompt import UnparseableOutputError, parse_first_error
 
-    rows = prm800k_rows(prm800k_short, 4)
+    rows = prm800k_rows(prm800k_short, 2)
     pool = Dataset.from_list([{**row, "label": None, "step_labels": None} for row in rows])
     judge = OpenAIJudge(served_smollm2, smollm2_backbone, concurrency=2, max_tokens=48, parse_retries=0, backoff=0.01)
     answers = []  # every result the judge hands the trainer
     annotate = judge.annotate
     monkeypatch.setattr(judge, "annotate", lambda items: answers.extend(annotate(items)) or answers[-len(items):])
     trainer = ActivePRMTrainer(
-        smollm2_backbone, args=make_args(tmp_path, max_steps=1, per_device_train_batch_size=4), train_dataset=pool, judge=judge
+        smollm2_backbone, args=make_args(tmp_path, max_steps=1), train_dataset=pool, judge=judge
     )
     trainer.train()
     failures = [(row, answer) for row, answer in zip(rows, answers) if isinstance(answer, JudgeFailure)]
