@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file
 
 from .default_backbone import DEFAULT_SEPARATOR
+from .gguf_loading import load_backbone_tokenizer, load_gguf_backbone
 from .tokenization import IGNORE_INDEX, add_separator_token
 
 __all__ = [
@@ -424,6 +425,7 @@ class EnsemblePRMModel(PreTrainedModel):
         head_hidden_size: int = 128,
         learning_probability: float = 1.0,
         regularization_lambda: float = 0.5,
+        gguf_file: str | os.PathLike | None = None,
         **load_kwargs: Any,
     ) -> EnsemblePRMModel:
         """A new ensemble head on a pretrained causal LM loaded with `AutoModel.from_pretrained`.
@@ -432,12 +434,18 @@ class EnsemblePRMModel(PreTrainedModel):
         `AutoModel.from_pretrained`. The separator is added to `tokenizer` (in place) when missing and
         the embeddings are resized to fit; without `tokenizer`, the one at `name_or_path` is loaded: add
         the separator to the tokenizer you encode with by `add_separator_token`, which gives the same id.
+
+        With `gguf_file` (a path, or a file of the folder or Hub repo `name_or_path`), backbone and
+        tokenizer come from that GGUF checkpoint (needs the `gguf` package), checked first and
+        de-quantised on load; the model saves as ordinary safetensors.
         """
         if tokenizer is None:
-            hub_kwargs = {key: load_kwargs[key] for key in HUB_KWARGS if key in load_kwargs}
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
+            tokenizer = load_backbone_tokenizer(name_or_path, gguf_file, **load_kwargs)
         separator_token_id = add_separator_token(tokenizer, separator)
-        backbone = AutoModel.from_pretrained(name_or_path, **load_kwargs)
+        if gguf_file is not None:
+            backbone = load_gguf_backbone(name_or_path, gguf_file, **load_kwargs)
+        else:
+            backbone = AutoModel.from_pretrained(name_or_path, **load_kwargs)
         if len(tokenizer) > backbone.get_input_embeddings().num_embeddings:
             backbone.resize_token_embeddings(len(tokenizer))
         config = EnsemblePRMConfig(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, EvalPrediction, PreTrainedTokenizerBase, Trainer
+from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
 
@@ -31,6 +31,7 @@ from .features import (
     resolve_layer,
     step_feature_rows,
 )
+from .gguf_loading import check_gguf_file, load_backbone_tokenizer, resolve_gguf_file
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
@@ -155,7 +156,10 @@ class ActivePRMTrainer(Trainer):
         if isinstance(model, str):
             # New heads start from the run's seed, as `Trainer` seeds before `model_init`.
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
-            processing_class = processing_class or AutoTokenizer.from_pretrained(model)
+            init_kwargs = args.model_init_kwargs or {}
+            if init_kwargs.get("gguf_file"):
+                check_gguf_file(resolve_gguf_file(model, **init_kwargs), needs_chat_template=args.use_chat_template)
+            processing_class = processing_class or load_backbone_tokenizer(model, **init_kwargs)
             model = self._load_model(model, args, processing_class)
         if processing_class is None:
             raise ValueError("pass `processing_class` (the tokenizer) when `model` is a model object")
@@ -245,22 +249,25 @@ class ActivePRMTrainer(Trainer):
 
     @staticmethod
     def _load_model(name_or_path: str, args: ActivePRMConfig, tokenizer: PreTrainedTokenizerBase) -> EnsemblePRMModel:
-        """An ensemble PRM checkpoint (ours or the ActPRM release) as it is; any other LM gets new heads."""
+        """An ensemble PRM checkpoint (ours or the ActPRM release) as it is; any other LM, or a GGUF file
+        (`model_init_kwargs["gguf_file"]`), gets new heads."""
         init_kwargs = args.model_init_kwargs or {}
         try:
-            EnsemblePRMConfig.from_pretrained(name_or_path)
+            is_ensemble = not init_kwargs.get("gguf_file") and EnsemblePRMConfig.from_pretrained(name_or_path) is not None
         except ValueError:  # a plain language model
-            return EnsemblePRMModel.from_backbone(
-                name_or_path,
-                tokenizer=tokenizer,
-                separator=args.separator,
-                num_ensemble=args.num_ensemble,
-                head_hidden_size=args.head_hidden_size,
-                learning_probability=args.learning_probability,
-                regularization_lambda=args.regularization_lambda,
-                **init_kwargs,
-            )
-        return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
+            is_ensemble = False
+        if is_ensemble:
+            return EnsemblePRMModel.from_pretrained(name_or_path, **init_kwargs)
+        return EnsemblePRMModel.from_backbone(
+            name_or_path,
+            tokenizer=tokenizer,
+            separator=args.separator,
+            num_ensemble=args.num_ensemble,
+            head_hidden_size=args.head_hidden_size,
+            learning_probability=args.learning_probability,
+            regularization_lambda=args.regularization_lambda,
+            **init_kwargs,
+        )
 
     @staticmethod
     def _wrap_peft(model: EnsemblePRMModel, peft_config: PeftConfig):

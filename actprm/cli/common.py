@@ -121,9 +121,16 @@ class JudgeArguments:
         )
 
 
-def check_model_path(name_or_path: str) -> None:
-    """Fail at once, naming the path, when a local ``--model_name_or_path`` cannot be a model (a Hub id passes)."""
+def check_model_path(name_or_path: str, gguf_file: str | None = None) -> None:
+    """Fail at once, naming the path, when a local ``--model_name_or_path`` cannot be a model (a Hub id passes).
+
+    With ``gguf_file`` the folder holds that GGUF file instead of a config (checked when it loads).
+    """
     path = Path(name_or_path)
+    if gguf_file is not None:
+        if path.is_file():
+            raise ValueError(f"--model_name_or_path {path}: a file; with --gguf_file give the folder that holds it")
+        return
     if path.is_file():
         raise ValueError(f"--model_name_or_path {path}: a file, not a model folder (with config.json) or a Hub id")
     if path.is_dir() and not (path / "config.json").is_file():

@@ -13,6 +13,12 @@ HELP = "train an ensemble PRM with active learning (pool mode, or online with a 
 
 @dataclass
 class RunArguments:
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "GGUF checkpoint of the backbone: a path, or a file of --model_name_or_path (folder or Hub "
+                  "repo); de-quantised on load, the trained PRM is saved as safetensors (needs `pip install "
+                  "'actprm[gguf]'`)."},
+    )
     dry_run: bool = field(
         default=False,
         metadata={"help": "Parse everything, load the data and build the judge, print the plan, and stop before "
@@ -29,7 +35,7 @@ def main(argv: list[str]) -> int:
     data_args, judge_args, training_args, model_args, run_args = parser.parse_args_and_config(argv)
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a causal LM to put heads on, or an ensemble PRM checkpoint)")
-    check_model_path(model_args.model_name_or_path)
+    check_model_path(model_args.model_name_or_path, run_args.gguf_file)
     train_dataset, judge = data_args.load(), judge_args.build()
     if run_args.dry_run:
         labelled = sum(label is not None for label in train_dataset["label"])
@@ -43,7 +49,8 @@ def main(argv: list[str]) -> int:
 
     from ..trainer import ActivePRMTrainer
 
-    init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
+    init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+                   "gguf_file": run_args.gguf_file}
     if model_args.dtype not in (None, "auto"):
         init_kwargs["dtype"] = model_args.dtype
     training_args.model_init_kwargs = {**{k: v for k, v in init_kwargs.items() if v is not None},
