@@ -23,6 +23,7 @@ from transformers.utils import logging
 from .data.schema import CANONICAL_COLUMNS
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeUnavailableError
 from .judges.cache import JudgeCache
+from .judges.failures import FailedItems, RateLimitedLog
 from .metrics.processbench import processbench_scores
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import pad_step_statistics, select_confident
@@ -60,14 +61,18 @@ class ActiveLearningState:
     """Selected unlabelled rows waiting for the next judge batch."""
     annotated_rows: set[int] = field(default_factory=set)
     """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
+    judge_failed: FailedItems = field(default_factory=FailedItems)
+    """Rows the judge failed on while it answered others: retried in later batches, then skipped."""
 
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
         "judge_failures", "confident_with_label", "confident_correct", "trained",
     )  # fmt: skip
 
-    def __post_init__(self):
-        self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
+    def __post_init__(self):  # read back from a checkpoint: a list and a dict
+        self.annotated_rows = set(self.annotated_rows)
+        if isinstance(self.judge_failed, dict):
+            self.judge_failed = FailedItems(**self.judge_failed)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -131,6 +136,8 @@ class ActivePRMTrainer(Trainer):
         peft_config: PeftConfig | None = None,
     ):
         args = args or ActivePRMConfig(output_dir="actprm-output")
+        if judge is not None and args.process_index == 0:
+            judge.check_available()  # before minutes of model loading and tokenising
         if isinstance(model, str):
             # New heads start from the run's seed, as `Trainer` seeds before `model_init`.
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
@@ -175,13 +182,12 @@ class ActivePRMTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
         self.judge = judge
         self.active = ActiveLearningState()
-        self.judge_unreachable = False
+        self.judge_stopped: str | None = None
+        """Why the judge could not go on (down, or answering garbage); set when training stopped for it."""
+        self._judge_fault_log = RateLimitedLog()
         self.annotation_store = AnnotationStore(self._rank_annotations_path())
-        if self.judge is not None:
-            if self.judge.cache is None:
-                self.judge.cache = JudgeCache(args.judge_cache_path or os.path.join(args.output_dir, "judge_cache.sqlite"))
-            if self.is_world_process_zero():
-                self.judge.check_available()
+        if self.judge is not None and self.judge.cache is None:
+            self.judge.cache = JudgeCache(args.judge_cache_path or os.path.join(args.output_dir, "judge_cache.sqlite"))
 
     # ----- setup -----
 
@@ -269,7 +275,7 @@ class ActivePRMTrainer(Trainer):
         """
         last_step = self.state.global_step + 1 >= self.state.max_steps
         self._select_and_label(inputs, flush=last_step)
-        batch = self._next_training_batch(allow_partial=last_step)
+        batch = self._next_training_batch(final=last_step or self.control.should_training_stop)
         if batch is None:
             return torch.zeros((), device=self.args.device)
         return super().training_step(model, batch)
@@ -299,7 +305,7 @@ class ActivePRMTrainer(Trainer):
         allowance = self._annotation_allowance()
         for row, is_selected, labelled in zip(rows, selected, has_label):
             known = row in active.annotated_rows
-            if not is_selected or (allowance <= 0 and not known):
+            if not is_selected or (allowance <= 0 and not known) or row in active.judge_failed.skipped:
                 continue
             allowance -= int(not known)
             active.selected += 1
@@ -310,6 +316,8 @@ class ActivePRMTrainer(Trainer):
                 active.judge_queue.append(row)
         if active.judge_queue and (flush or len(active.judge_queue) >= args.judge_batch_size):
             self._annotate_queue()
+            while flush and active.judge_queue and self.judge_stopped is None:  # rows to ask again
+                self._annotate_queue()
         if self._budget_spent():
             self.control.should_training_stop = True
 
@@ -334,23 +342,28 @@ class ActivePRMTrainer(Trainer):
         return (~decision.confident).tolist()
 
     def _annotate_queue(self) -> None:
-        """Send the queued rows to the judge; store and buffer every annotation, count failures.
+        """Send the queued rows to the judge; store and buffer every annotation.
 
-        Rows the judge could not be reached for stay queued (and saved with the checkpoint), and
+        A row the judge failed on while answering others goes back to the end of the queue, until
+        `judge_item_attempts` batches failed for it; then it is skipped (see `FailedItems`). When the judge
+        is down or answers garbage, the rows not answered stay queued (and saved with the checkpoint), and
         training stops cleanly with everything saved.
         """
         active = self.active
         records = [self.pool[row] for row in active.judge_queue]
         items = [{k: r[k] for k in ("id", "problem", "steps")} for r in records]
         results = self.judge.annotate(items)
-        unreachable, labelled_rows, labelled, annotations = [], [], [], []
+        not_asked, retry, labelled_rows, labelled, annotations = [], [], [], [], []
         for row, record, result in zip(active.judge_queue, records, results):
             active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
             if isinstance(result, JudgeFailure):
-                active.judge_failures += 1
-                if result.server_error:
-                    unreachable.append(row)
+                if result.judge_down:
+                    not_asked.append(row)
+                    self.judge_stopped = result.reason
+                elif active.judge_failed.failed(row, result, self.args.judge_item_attempts, self._judge_fault_log):
+                    retry.append(row)
                 continue
+            active.judge_failed.succeeded(row)
             active.judge_calls += 0 if result.cached else 1
             active.judge_cache_hits += int(result.cached)
             labelled_rows.append(row)
@@ -361,10 +374,10 @@ class ActivePRMTrainer(Trainer):
         for row, record in zip(labelled_rows, labelled):
             self._count_annotation(row)
             self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(record)))
-        active.judge_queue = unreachable
-        if unreachable:
-            logger.error(f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved")
-            self.judge_unreachable = True
+        active.judge_failures = len(active.judge_failed.skipped)
+        active.judge_queue = not_asked + retry
+        if not_asked:
+            logger.error(f"{self.judge_stopped}; stopping with everything saved ({len(not_asked)} trajectories queued)")
             self.control.should_training_stop = True
             self.control.should_save = True
 
@@ -386,18 +399,20 @@ class ActivePRMTrainer(Trainer):
     def _add_to_buffer(self, row: int, token_labels: list[int]) -> None:
         self.active.buffer.append((row, list(token_labels)))
 
-    def _next_training_batch(self, allow_partial: bool = False) -> dict[str, torch.Tensor] | None:
+    def _next_training_batch(self, final: bool = False) -> dict[str, torch.Tensor] | None:
         """A full batch from the buffer once every process has one, so DDP stays in step.
 
-        With ``allow_partial``, any non-empty buffer on every process will do.
+        On the ``final`` step (the last one, or a budget or the judge stopped training), any non-empty buffer on
+        every process will do, and the whole of it is taken: no paid label is left untrained.
         """
         batch_size = self.args.per_device_train_batch_size
-        ready = torch.tensor(int(len(self.active.buffer) >= (1 if allow_partial else batch_size)), device=self.args.device)
+        ready = torch.tensor(int(len(self.active.buffer) >= (1 if final else batch_size)), device=self.args.device)
         if self.accelerator.num_processes > 1:
             ready = self.accelerator.reduce(ready, reduction="min")
         if not ready:
             return None
-        taken, self.active.buffer = self.active.buffer[:batch_size], self.active.buffer[batch_size:]
+        size = len(self.active.buffer) if final else batch_size
+        taken, self.active.buffer = self.active.buffer[:size], self.active.buffer[size:]
         self.active.trained += len(taken)
         features = [{**self._features(row), "labels": labels} for row, labels in taken]
         return self.data_collator(features)
@@ -482,6 +497,8 @@ class ActivePRMTrainer(Trainer):
         ``resume_from_checkpoint=True`` picks the last checkpoint that was completely written (a run
         killed while saving leaves a partial one behind).
         """
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "1", "yes"):
+            resume_from_checkpoint = True  # as the command line writes it
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -492,10 +509,11 @@ class ActivePRMTrainer(Trainer):
                 self.active = ActiveLearningState(**json.loads(state_file.read_text()))
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         self._merge_annotations()
-        if self.judge_unreachable:
+        if self.judge_stopped is not None:
             raise JudgeUnavailableError(
-                f"the judge stopped answering at step {self.state.global_step}; everything up to it is saved in "
-                f"{self.args.output_dir}: fix the judge and resume with train(resume_from_checkpoint=True)"
+                f"training stopped at step {self.state.global_step}: {self.judge_stopped}. Everything up to it is "
+                f"saved in {self.args.output_dir}: fix the judge and resume, with `--resume_from_checkpoint true` on "
+                "the command line or train(resume_from_checkpoint=True)"
             )
         return output
 

@@ -103,6 +103,11 @@ class ActivePRMConfig(TrainingArguments):
     judge_batch_size: int = field(
         default=16, metadata={"help": "Number of trajectories sent to the judge together."}
     )
+    judge_item_attempts: int = field(
+        default=3,
+        metadata={"help": "Judge batches a trajectory whose requests keep failing (while the judge answers others) "
+                  "is sent in before it is skipped and recorded; a judge that answers nothing stops the run instead."},
+    )
     annotations_path: str | None = field(
         default=None,
         metadata={"help": "Labelled dataset (jsonl) every annotation is appended to; `<output_dir>/annotations.jsonl` "
@@ -123,3 +128,5 @@ class ActivePRMConfig(TrainingArguments):
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
         if self.judge_batch_size < 1:
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
+        if self.judge_item_attempts < 1:
+            raise ValueError(f"judge_item_attempts must be >= 1, got {self.judge_item_attempts}")
