@@ -497,8 +497,6 @@ class ActivePRMTrainer(Trainer):
         ``resume_from_checkpoint=True`` picks the last checkpoint that was completely written (a run
         killed while saving leaves a partial one behind).
         """
-        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "1", "yes"):
-            resume_from_checkpoint = True  # as the command line writes it
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
