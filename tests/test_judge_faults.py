@@ -5,11 +5,16 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import pytest
 import torch
+from critic_server import FAULTS
+from test_trainer import critic_server, make_config, unlabelled
 from trl import TrlParser
 
 from actprm import make_arithmetic_dataset
 from actprm.cli import main as cli_main
+from actprm.judges import AnnotationStore, JudgeUnavailableError, OpenAIJudge
+from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
 
 
@@ -45,3 +50,45 @@ def test_cli_train_resumes_with_resume_from_checkpoint_true(tiny_backbone, tmp_p
     assert state.hub_token is None and state.model_init_kwargs["dtype"] == "bfloat16"
     log = (output_dir / "checkpoint-4" / "trainer_state.json").read_text()
     assert '"global_step": 4' in log and Path(output_dir / "checkpoint-4" / "active_learning_state_rank0.json").exists()
+
+
+def fault_judge(base_url: str, **options) -> OpenAIJudge:
+    settings = dict(concurrency=4, timeout=1.0, max_retries=4, parse_retries=2, backoff=0.01, max_backoff=0.05,
+                    max_tokens=64)
+    return OpenAIJudge(base_url, "critic", **{**settings, **options})
+
+
+def test_online_training_under_every_fault_labels_everything_right(tiny_backbone, tmp_path, caplog):
+    generated = make_arithmetic_dataset(64, seed=11)
+    args = make_config(tmp_path, selection="all", judge_batch_size=16, per_device_train_batch_size=8)
+    with critic_server(0.0, "--fault_rate", "0.25", "--seed", "7", "--slow", "1.5") as (url, stats, _):
+        judge = fault_judge(url)
+        trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=judge)
+        with caplog.at_level("WARNING", logger="actprm"):
+            trainer.train()
+        served = stats()
+    rows = AnnotationStore(trainer.annotations_path).rows()
+    truth = dict(zip(generated["id"], generated["label"]))
+    assert sorted(r["id"] for r in rows) == sorted(truth)  # every question answered, none skipped
+    assert all(r["label"] == truth[r["id"]] for r in rows)  # and no faulty answer became a label
+    assert set(served["faults"]) == {*FAULTS, "none"}  # every kind of fault was met
+    summary = trainer.active_learning_summary()
+    assert (summary["annotations"], summary["judge_calls"], summary["trained"]) == (64, 64, 64)
+    assert "failed (retry 1 of 4" in caplog.text and sum(judge.stats.faults.values()) > 0
+    print(f"requests per question at a 25% fault mix: {served['critiques'] / 64:.2f}; faults {dict(served['faults'])}")
+
+
+def test_a_garbage_judge_stops_training_loudly_within_its_window(tiny_backbone, tmp_path):
+    generated = make_arithmetic_dataset(200, seed=12)
+    args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=8)
+    with critic_server(0.0, "--garbage") as (url, stats, _):
+        judge = fault_judge(url, unparseable_window=20)
+        trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated), judge=judge)
+        with pytest.raises(JudgeUnavailableError, match=r"unparseable: 20 of its last 20 .*looks reasonable to me"):
+            trainer.train()
+        served = stats()
+    assert served["critiques"] <= 3 * (20 + 8)  # three answers per item of the window, and of its last batch
+    assert trainer.active_learning_summary()["annotations"] == 0
+    checkpoint = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    assert (checkpoint / "active_learning_state_rank0.json").exists()  # stopped with everything saved
+    print(f"garbage judge spend before it stopped: {served['critiques']} critiques, {judge.stats.tokens} tokens")
