@@ -4,7 +4,8 @@ It reads actprm's critique prompt, checks the paragraphs with the arithmetic che
 like a reasoning model (a think block, then ``\\boxed{k}``). Run as a process:
 ``python tests/critic_server.py [--delay SECONDS] [--fault_rate P] [--garbage]``; it prints its port on the
 first line. With ``--fault_rate``, each request (the availability probe included) is, with probability P, one
-of `FAULTS` instead (drawn from ``--seed``); with ``--garbage`` every critique is answered without a verdict.
+of `FAULTS` instead (drawn from ``--seed``); with ``--garbage`` every critique is answered without a verdict;
+with ``--fail_on TEXT`` every request whose prompt holds TEXT gets a 503.
 ``GET /stats`` returns how many chat requests it served, how many were critiques, and the faults by kind.
 """
 
@@ -54,7 +55,7 @@ def completion(body: dict, text: str, number: int, choices: bool = True) -> web.
     )
 
 
-async def serve(delay: float, fault_rate: float, seed: int, slow: float, garbage: bool) -> None:
+async def serve(delay: float, fault_rate: float, seed: int, slow: float, garbage: bool, fail_on: str | None) -> None:
     served = {"requests": 0, "critiques": 0, "faults": Counter()}
     draw = random.Random(seed)
 
@@ -66,6 +67,7 @@ async def serve(delay: float, fault_rate: float, seed: int, slow: float, garbage
         served["critiques"] += int(is_critique)
         await asyncio.sleep(delay)
         fault = draw.choice(FAULTS) if draw.random() < fault_rate else None
+        fault = "503" if fail_on is not None and fail_on in content else fault
         served["faults"][fault or "none"] += 1
         if fault in ("500", "503", "429"):
             headers = {"Retry-After": "0.01"} if fault == "429" else {}
@@ -104,5 +106,6 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--slow", type=float, default=2.0, help="extra seconds of a slow answer")
     parser.add_argument("--garbage", action="store_true", help="answer every critique without a verdict")
+    parser.add_argument("--fail_on", default=None, help="answer 503 to every request whose prompt holds this text")
     options = parser.parse_args(sys.argv[1:])
-    asyncio.run(serve(options.delay, options.fault_rate, options.seed, options.slow, options.garbage))
+    asyncio.run(serve(options.delay, options.fault_rate, options.seed, options.slow, options.garbage, options.fail_on))

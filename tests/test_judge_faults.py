@@ -92,3 +92,24 @@ def test_a_garbage_judge_stops_training_loudly_within_its_window(tiny_backbone, 
     checkpoint = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
     assert (checkpoint / "active_learning_state_rank0.json").exists()  # stopped with everything saved
     print(f"garbage judge spend before it stopped: {served['critiques']} critiques, {judge.stats.tokens} tokens")
+
+
+def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_backbone, tmp_path, caplog):
+    generated = make_arithmetic_dataset(24, seed=13)
+    unlucky = generated[5]["problem"]
+    args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=8,
+                       judge_item_attempts=2)
+    with critic_server(0.0, "--fail_on", unlucky) as (url, stats, _):
+        trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated),
+                                   judge=fault_judge(url, max_retries=1))
+        with caplog.at_level("WARNING", logger="actprm"):
+            trainer.train()  # no JudgeUnavailableError: the judge kept answering the others
+        assert stats()["faults"]["503"] == 2 * 2  # two batches of two attempts, then given up
+    rows = AnnotationStore(trainer.annotations_path).rows()
+    assert sorted(r["id"] for r in rows) == sorted(set(generated["id"]) - {generated[5]["id"]})
+    summary = trainer.active_learning_summary()
+    assert (summary["annotations"], summary["judge_failures"]) == (23, 1)
+    assert summary["trained"] == 23  # the last, partial batches are trained on too: no paid label left over
+    assert list(trainer.active.judge_failed.skipped) == [5] and trainer.active.judge_failed.reasons == {"HTTP 503": 2}
+    assert "judge failed on trajectory 5 (will be asked again later)" in caplog.text
+    assert "skipped: it gets no label" in caplog.text

@@ -115,8 +115,10 @@ class FailedItems:
         if not retry:
             del self.attempts[row]
             self.skipped[row] = failure.reason
-        what = "will be asked again later" if retry else "skipped: it gets no label"
-        log.warn(kind, f"judge failed on trajectory {row} ({what}): {failure.reason}")
+        if retry:
+            log.warn(kind, f"judge failed on trajectory {row} (will be asked again later): {failure.reason}")
+        else:  # a final outcome: always told
+            logger.warning(f"judge failed on trajectory {row} (skipped: it gets no label): {failure.reason}")
         return retry
 
     def succeeded(self, row: int) -> None:
