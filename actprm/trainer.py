@@ -85,6 +85,22 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(complete, key=lambda folder: int(folder.name.split("-")[-1]))) if complete else None
 
 
+def _check_ids(dataset: Dataset) -> None:
+    """Refuse two rows with one id but different problems or steps: annotations are keyed by id."""
+    if dataset.num_rows == 0:
+        raise ValueError("the training dataset has no rows")
+    if "id" not in dataset.column_names:
+        return
+    first: dict[str, int] = {}
+    for row, (item_id, problem, steps) in enumerate(zip(dataset["id"], dataset["problem"], dataset["steps"])):
+        seen = first.setdefault(item_id, row)
+        if seen != row and (dataset[seen]["problem"], dataset[seen]["steps"]) != (problem, steps):
+            raise ValueError(
+                f"train dataset: rows {seen} and {row} share the id {item_id!r} but not their problem and steps; "
+                "ids key the judge's annotations, so make them unique"
+            )
+
+
 def processbench_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """ProcessBench error/correct accuracy and F1 from per-token mean probabilities and first-error labels.
 
@@ -156,8 +172,12 @@ class ActivePRMTrainer(Trainer):
             use_chat_template=args.use_chat_template,
             system_prompt=args.system_prompt,
         )
+        if train_dataset is not None:
+            _check_ids(train_dataset)
+            train_dataset, train_tokenized = self._without_empty_rows(train_dataset, self._tokenize(train_dataset, "train"), "train")
+        else:
+            train_tokenized = None
         self.pool = train_dataset
-        train_tokenized = self._tokenize(train_dataset, "train") if train_dataset is not None else None
         if train_tokenized is not None and judge is None and not all(train_tokenized["has_label"]):
             raise ValueError(
                 f"{train_tokenized.num_rows - sum(train_tokenized['has_label'])} training rows have no label: "
@@ -265,6 +285,17 @@ class ActivePRMTrainer(Trainer):
                 f"{sum(tokenized['num_dropped_steps'])} trailing steps were dropped"
             )
         return tokenized
+
+    def _without_empty_rows(self, dataset: Dataset, tokenized: Dataset, name: str) -> tuple[Dataset, Dataset]:
+        """Both datasets without the rows whose every step was dropped by ``max_length`` (counted and logged)."""
+        keep = [i for i, (n, steps) in enumerate(zip(tokenized["num_dropped_steps"], dataset["steps"])) if n < len(steps)]
+        if len(keep) == dataset.num_rows:
+            return dataset, tokenized
+        if not keep:
+            raise ValueError(f"{name}: every solution loses all its steps to max_length={self.step_tokenizer.max_length}")
+        logger.warning(f"{name}: {dataset.num_rows - len(keep)} solutions are left out: max_length leaves none of their steps")
+        dataset = dataset.select(keep)
+        return dataset, tokenized.select(keep).map(lambda _, index: {"row": index}, with_indices=True)
 
     # ----- the active-learning step -----
 

@@ -48,3 +48,37 @@ def test_an_empty_dataset_fails_at_load_time_even_with_its_format(tmp_path):
     path.write_text("\n")
     with pytest.raises(ValueError, match=f"{path}: no records to load"):
         load_steps(path, "jsonl")
+
+
+def test_the_trainer_refuses_one_id_for_two_questions_and_an_empty_pool(tiny_backbone, tmp_path):
+    from datasets import concatenate_datasets
+    from test_trainer import make_config, unlabelled
+
+    from actprm import make_arithmetic_dataset
+    from actprm.judges import ArithmeticJudge
+    from actprm.trainer import ActivePRMTrainer
+
+    pool = unlabelled(make_arithmetic_dataset(6, seed=1))
+    clash = pool.select([0]).map(lambda row: {"steps": row["steps"][:-1] + ["9 + 9 = 18"]})
+    with pytest.raises(ValueError, match=r"rows 0 and 6 share the id '.+' but not their problem and steps"):
+        ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path), train_dataset=concatenate_datasets([pool, clash]),
+                         judge=ArithmeticJudge())
+    with pytest.raises(ValueError, match="the training dataset has no rows"):
+        ActivePRMTrainer(tiny_backbone, args=make_config(tmp_path), train_dataset=pool.select([]), judge=ArithmeticJudge())
+
+
+def test_a_solution_whose_steps_all_exceed_max_length_is_skipped_and_counted(tiny_backbone, tmp_path, caplog):
+    from datasets import concatenate_datasets
+    from test_trainer import make_config
+
+    from actprm import make_arithmetic_dataset
+    from actprm.trainer import ActivePRMTrainer
+
+    pool = make_arithmetic_dataset(8, seed=2)
+    too_long = pool.select([0]).map(lambda row: {"id": "too-long", "problem": "Compute this. " * 400})
+    args = make_config(tmp_path, selection="uncertainty", per_device_train_batch_size=3)
+    with caplog.at_level("WARNING"):
+        trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=concatenate_datasets([too_long, pool]))
+    assert "1 solutions are left out: max_length leaves none of their steps" in caplog.text
+    trainer.train()  # no IndexError in selection
+    assert trainer.active_learning_summary()["seen"] == 8 and "too-long" not in trainer.pool["id"]
