@@ -113,3 +113,21 @@ def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_b
     assert list(trainer.active.judge_failed.skipped) == [5] and trainer.active.judge_failed.reasons == {"HTTP 503": 2}
     assert "judge failed on trajectory 5 (will be asked again later)" in caplog.text
     assert "skipped: it gets no label" in caplog.text
+
+
+def test_a_failed_push_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from actprm.judges import Annotation
+
+    store = AnnotationStore(tmp_path / "annotations.jsonl")
+    store.append({"id": "a", "problem": "1+1?", "steps": ["1+1=2"]}, Annotation(-1, [1], 10, "\\boxed{-1}", "arithmetic"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nobody listens there
+    monkeypatch.setenv("HF_TOKEN", "hf_notarealsecret123")
+    assert cli_main(["push", "--dataset", str(store.path), "--repo_id", "someone/labels"]) == 1
+    stderr = capsys.readouterr().err
+    error = stderr.strip().splitlines()[-1]  # after the progress bar of the shards built locally
+    assert error.startswith("actprm push: error: pushing to someone/labels failed: ConnectError")
+    assert "check the network" in error and "Traceback" not in stderr
+    assert "hf_notarealsecret123" not in error
