@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -538,7 +539,8 @@ def test_openai_judge_cache_means_no_question_is_asked_twice(tmp_path):
     with scripted_endpoint() as (base_url, stats, _):
         first = _judge(base_url, cache_path=cache_path).annotate(items + [{**items[0], "id": "same question"}])
         assert stats()["requests"] == 1 + 1 + 2  # a question asked twice in a batch is sent once
-        assert first[3] == first[0]
+        assert first[3] == dataclasses.replace(first[0], cached=True)  # paid once: the repeat costs nothing
+        assert sum(r.tokens for r in first if isinstance(r, Annotation) and not r.cached) == 240
     with scripted_endpoint() as (base_url, stats, _):  # a new run, a new server
         restarted = _judge(base_url, cache_path=cache_path)
         again = restarted.annotate(items)

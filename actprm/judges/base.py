@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ..data.schema import step_labels_from_label, validate_record
@@ -149,8 +149,10 @@ class Judge(ABC):
         questions = list(pending)
 
         def emit(position: int, result: JudgeResult) -> None:
-            for index in pending[questions[position]]:
-                results[index] = result
+            first, *repeats = pending[questions[position]]
+            results[first] = result
+            for index in repeats:  # the same question asked again in the batch: paid once, answered from the first
+                results[index] = replace(result, cached=True) if isinstance(result, Annotation) else result
             self.stats.tokens += result.tokens
             if isinstance(result, Annotation):
                 self.stats.annotations += 1
