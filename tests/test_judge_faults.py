@@ -131,3 +131,10 @@ def test_a_failed_push_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, cap
     assert error.startswith("actprm push: error: pushing to someone/labels failed: ConnectError")
     assert "check the network" in error and "Traceback" not in stderr
     assert "hf_notarealsecret123" not in error
+
+
+def test_the_judge_is_checked_before_the_model_is_loaded(tmp_path):
+    judge = OpenAIJudge("http://127.0.0.1:9/v1", "critic", timeout=2, max_retries=1, backoff=0.01)
+    with pytest.raises(JudgeUnavailableError, match="request failed after 2 attempts"):  # not the missing model
+        ActivePRMTrainer(str(tmp_path / "no-such-model"), args=make_config(tmp_path),
+                         train_dataset=unlabelled(make_arithmetic_dataset(8)), judge=judge)
