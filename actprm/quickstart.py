@@ -172,7 +172,7 @@ def train_one(
     return RunResult(
         selection=selection,
         annotations=int(summary["annotations"]),
-        judge_calls=judge.stats.requests,
+        judge_calls=int(summary["judge_calls"]),  # the trainer's counters: one source for both columns
         seen=int(summary["seen"]),
         f1=final["eval_f1"],
         error_acc=final["eval_error_acc"],

@@ -35,6 +35,7 @@ from .gguf_loading import check_gguf_file, load_backbone_tokenizer, resolve_gguf
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
+from .judges.failures import FailedItems, RateLimitedLog
 from .metrics.processbench import processbench_scores
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import check_strategy, pad_step_probabilities
@@ -76,15 +77,19 @@ class ActiveLearningState:
     """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
     weights: dict[int, float] = field(default_factory=dict)
     """With `importance_weighting`, each selected row's loss weight: 1 / its latest selection probability."""
+    judge_failed: FailedItems = field(default_factory=FailedItems)
+    """Rows the judge failed on while it answered others: retried in later batches, then skipped."""
 
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
         "judge_failures", "confident_with_label", "confident_correct", "trained",
     )  # fmt: skip
 
-    def __post_init__(self):
-        self.annotated_rows = set(self.annotated_rows)  # a list when read back from a checkpoint
-        self.weights = {int(row): weight for row, weight in self.weights.items()}  # str keys in JSON
+    def __post_init__(self):  # read back from a checkpoint: a list, str keys and a dict
+        self.annotated_rows = set(self.annotated_rows)
+        self.weights = {int(row): weight for row, weight in self.weights.items()}
+        if isinstance(self.judge_failed, dict):
+            self.judge_failed = FailedItems(**self.judge_failed)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -95,6 +100,22 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         if folder.name.split("-")[-1].isdigit() and (folder / STATE_FILE.format(rank=0)).exists()
     ]
     return str(max(complete, key=lambda folder: int(folder.name.split("-")[-1]))) if complete else None
+
+
+def _check_ids(dataset: Dataset) -> None:
+    """Refuse two rows with one id but different problems or steps: annotations are keyed by id."""
+    if dataset.num_rows == 0:
+        raise ValueError("the training dataset has no rows")
+    if "id" not in dataset.column_names:
+        return
+    first: dict[str, int] = {}
+    for row, (item_id, problem, steps) in enumerate(zip(dataset["id"], dataset["problem"], dataset["steps"])):
+        seen = first.setdefault(item_id, row)
+        if seen != row and (dataset[seen]["problem"], dataset[seen]["steps"]) != (problem, steps):
+            raise ValueError(
+                f"train dataset: rows {seen} and {row} share the id {item_id!r} but not their problem and steps; "
+                "ids key the judge's annotations, so make them unique"
+            )
 
 
 def processbench_metrics(prediction: EvalPrediction) -> dict[str, float]:
@@ -153,6 +174,8 @@ class ActivePRMTrainer(Trainer):
         peft_config: PeftConfig | None = None,
     ):
         args = args or ActivePRMConfig(output_dir="actprm-output")
+        if judge is not None and args.process_index == 0:
+            judge.check_available()  # before minutes of model loading and tokenising
         if isinstance(model, str):
             # New heads start from the run's seed, as `Trainer` seeds before `model_init`.
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
@@ -180,8 +203,12 @@ class ActivePRMTrainer(Trainer):
             use_chat_template=args.use_chat_template,
             system_prompt=args.system_prompt,
         )
+        if train_dataset is not None:
+            _check_ids(train_dataset)
+            train_dataset, train_tokenized = self._without_empty_rows(train_dataset, self._tokenize(train_dataset, "train"), "train")
+        else:
+            train_tokenized = None
         self.pool = train_dataset
-        train_tokenized = self._tokenize(train_dataset, "train") if train_dataset is not None else None
         if train_tokenized is not None and judge is None and not all(train_tokenized["has_label"]):
             raise ValueError(
                 f"{train_tokenized.num_rows - sum(train_tokenized['has_label'])} training rows have no label: "
@@ -211,14 +238,14 @@ class ActivePRMTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
         self.judge = judge
         self.active = ActiveLearningState()
-        self.judge_unreachable = False
+        self.judge_stopped: str | None = None
+        """Why the judge could not go on (down, or answering garbage); set when training stopped for it."""
+        self._judge_fault_log = RateLimitedLog()
         self.annotation_store = AnnotationStore(self._rank_annotations_path())
         self.judge_pipeline: JudgePipeline | None = None
         if self.judge is not None:
             if self.judge.cache is None:
                 self.judge.cache = JudgeCache(args.judge_cache_path or os.path.join(args.output_dir, "judge_cache.sqlite"))
-            if self.is_world_process_zero():
-                self.judge.check_available()
             in_flight = args.max_judge_batches_in_flight
             self.judge_pipeline = JudgePipeline(
                 self.judge.annotate, in_flight, workers=in_flight if self.judge.concurrent_batches else 1
@@ -320,6 +347,17 @@ class ActivePRMTrainer(Trainer):
             )
         return tokenized
 
+    def _without_empty_rows(self, dataset: Dataset, tokenized: Dataset, name: str) -> tuple[Dataset, Dataset]:
+        """Both datasets without the rows whose every step was dropped by ``max_length`` (counted and logged)."""
+        keep = [i for i, (n, steps) in enumerate(zip(tokenized["num_dropped_steps"], dataset["steps"])) if n < len(steps)]
+        if len(keep) == dataset.num_rows:
+            return dataset, tokenized
+        if not keep:
+            raise ValueError(f"{name}: every solution loses all its steps to max_length={self.step_tokenizer.max_length}")
+        logger.warning(f"{name}: {dataset.num_rows - len(keep)} solutions are left out: max_length leaves none of their steps")
+        dataset = dataset.select(keep)
+        return dataset, tokenized.select(keep).map(lambda _, index: {"row": index}, with_indices=True)
+
     # ----- the active-learning step -----
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -369,7 +407,7 @@ class ActivePRMTrainer(Trainer):
         allowance = self._annotation_allowance()
         for row, is_selected, labelled in zip(rows, selected, has_label):
             known = row in active.annotated_rows
-            if not is_selected or (allowance <= 0 and not known):
+            if not is_selected or (allowance <= 0 and not known) or row in active.judge_failed.skipped:
                 continue
             allowance -= int(not known)
             active.selected += 1
@@ -430,14 +468,16 @@ class ActivePRMTrainer(Trainer):
             self.control.should_training_stop = True
         if pipeline is None:  # pool mode
             return finishing
-        queue = self.active.judge_queue
         with self._waiting_for_judge():
-            if queue and not (tokens_spent or self.judge_unreachable) and (finishing or len(queue) >= batch_size):
-                records = [self.pool[row] for row in queue]
-                pipeline.send(queue, [{k: r[k] for k in ("id", "problem", "steps")} for r in records])
-                self.active.judge_queue = []
-            self._record_answers(pipeline.answered(max_outstanding=0 if finishing or self.judge_unreachable else None))
-        return finishing
+            while True:  # finishing: rows the judge failed on go out again until answered or skipped
+                queue = self.active.judge_queue
+                if queue and not (tokens_spent or self.judge_stopped) and (finishing or len(queue) >= batch_size):
+                    records = [self.pool[row] for row in queue]
+                    pipeline.send(queue, [{k: r[k] for k in ("id", "problem", "steps")} for r in records])
+                    self.active.judge_queue = []
+                self._record_answers(pipeline.answered(max_outstanding=0 if finishing or self.judge_stopped else None))
+                if not (finishing and self.active.judge_queue and not tokens_spent and self.judge_stopped is None):
+                    return finishing
 
     @contextmanager
     def _waiting_for_judge(self):
@@ -448,18 +488,27 @@ class ActivePRMTrainer(Trainer):
             self.active.judge_wait_seconds += time.perf_counter() - started
 
     def _record_answers(self, answered: Iterable[tuple[list[int], list[JudgeResult]]]) -> None:
-        """Store and buffer the annotations of answered batches, count failures; requeue unreachable rows."""
+        """Store and buffer the annotations of answered batches.
+
+        A row the judge failed on while answering others goes back to the queue, until
+        `judge_item_attempts` batches failed for it; then it is skipped (see `FailedItems`). When the judge
+        is down or answers garbage, the rows not answered stay queued (and saved with the checkpoint), and
+        training stops cleanly with everything saved.
+        """
         active = self.active
         for rows, results in answered:
             records = [self.pool[row] for row in rows]
-            unreachable, labelled_rows, labelled, annotations = [], [], [], []
+            not_asked, retry, labelled_rows, labelled, annotations = [], [], [], [], []
             for row, record, result in zip(rows, records, results):
                 active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
                 if isinstance(result, JudgeFailure):
-                    active.judge_failures += 1
-                    if result.server_error:
-                        unreachable.append(row)
+                    if result.judge_down:
+                        not_asked.append(row)
+                        self.judge_stopped = result.reason
+                    elif active.judge_failed.failed(row, result, self.args.judge_item_attempts, self._judge_fault_log):
+                        retry.append(row)
                     continue
+                active.judge_failed.succeeded(row)
                 active.judge_calls += 0 if result.cached else 1
                 active.judge_cache_hits += int(result.cached)
                 labelled_rows.append(row)
@@ -470,12 +519,10 @@ class ActivePRMTrainer(Trainer):
             for row, record in zip(labelled_rows, labelled):
                 self._count_annotation(row)
                 self._add_to_buffer(row, self._labels_for_row(row, step_labels_for_training(record)))
-            if unreachable:
-                active.judge_queue = unreachable + active.judge_queue
-                logger.error(
-                    f"the judge could not be reached for {len(unreachable)} trajectories; stopping with everything saved"
-                )
-                self.judge_unreachable = True
+            active.judge_failures = len(active.judge_failed.skipped)
+            active.judge_queue = not_asked + active.judge_queue + retry
+            if not_asked:
+                logger.error(f"{self.judge_stopped}; stopping with everything saved ({len(not_asked)} trajectories queued)")
                 self.control.should_training_stop = True
                 self.control.should_save = True
 
@@ -619,10 +666,11 @@ class ActivePRMTrainer(Trainer):
             if self.judge_pipeline is not None:
                 self.judge_pipeline.close()
         self._merge_annotations()
-        if self.judge_unreachable:
+        if self.judge_stopped is not None:
             raise JudgeUnavailableError(
-                f"the judge stopped answering at step {self.state.global_step}; everything up to it is saved in "
-                f"{self.args.output_dir}: fix the judge and resume with train(resume_from_checkpoint=True)"
+                f"training stopped at step {self.state.global_step}: {self.judge_stopped}. Everything up to it is "
+                f"saved in {self.args.output_dir}: fix the judge and resume, with `--resume_from_checkpoint true` on "
+                "the command line or train(resume_from_checkpoint=True)"
             )
         return output
 

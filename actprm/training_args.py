@@ -18,13 +18,19 @@ class ActivePRMConfig(TrainingArguments):
     Holds only what is specific to active PRM training; every other field is a
     [`~transformers.TrainingArguments`] field. Defaults may differ from `TrainingArguments`
     (`remove_unused_columns=False`: the trainer needs each row's index). Parse it from the command
-    line with [`~transformers.HfArgumentParser`].
+    line with [`~transformers.HfArgumentParser`]: dict fields take a JSON string there, and
+    ``--resume_from_checkpoint true`` resumes from the last complete checkpoint in `output_dir`.
+
+    Pickled (as in every checkpoint's ``training_args.bin``), it leaves `hub_token` out.
     """
 
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
+
     # Model, used when `model` is given to the trainer as a name or path
-    model_init_kwargs: dict[str, Any] | None = field(
+    model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments for the backbone's `from_pretrained` when `model` is a name or path."},
+        metadata={"help": "Keyword arguments for the backbone's `from_pretrained` when `model` is a name or path "
+                  "(a JSON string on the command line, e.g. '{\"dtype\": \"bfloat16\"}')."},
     )
     num_ensemble: int = field(default=8, metadata={"help": "Number of heads E in the ensemble."})
     head_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each head's two hidden layers."})
@@ -157,6 +163,11 @@ class ActivePRMConfig(TrainingArguments):
             "debugging). Each batch in flight makes up to the judge's own concurrency in requests."
         },
     )
+    judge_item_attempts: int = field(
+        default=3,
+        metadata={"help": "Judge batches a trajectory whose requests keep failing (while the judge answers others) "
+                  "is sent in before it is skipped and recorded; a judge that answers nothing stops the run instead."},
+    )
     annotations_path: str | None = field(
         default=None,
         metadata={"help": "Labelled dataset (jsonl) every annotation is appended to; `<output_dir>/annotations.jsonl` "
@@ -169,6 +180,8 @@ class ActivePRMConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "1", "yes"):
+            self.resume_from_checkpoint = True  # `ActivePRMTrainer.train` finds the last complete checkpoint
         self.selection_settings  # noqa: B018 -- validates the selection options
         if not 0 < self.random_selection_rate <= 1:
             raise ValueError(f"random_selection_rate must be in (0, 1], got {self.random_selection_rate}")
@@ -179,6 +192,8 @@ class ActivePRMConfig(TrainingArguments):
             raise ValueError(f"judge_batch_size must be >= 1, got {self.judge_batch_size}")
         if self.max_judge_batches_in_flight < 0:
             raise ValueError(f"max_judge_batches_in_flight must be >= 0, got {self.max_judge_batches_in_flight}")
+        if self.judge_item_attempts < 1:
+            raise ValueError(f"judge_item_attempts must be >= 1, got {self.judge_item_attempts}")
 
     @property
     def selection_settings(self) -> SelectionSettings:
@@ -187,3 +202,7 @@ class ActivePRMConfig(TrainingArguments):
             self.selection_strategy, self.pred_threshold, self.std_threshold, self.uncertainty_threshold,
             self.selection_rate, self.random_share, self.importance_weighting,
         )  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields without `hub_token`: a pickled config (``training_args.bin``) never holds a secret."""
+        return {**self.__dict__, "hub_token": None}

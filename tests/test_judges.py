@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -308,7 +309,13 @@ def test_store_survives_a_write_cut_short(tmp_path):
 # OpenAIJudge against a scripted OpenAI-compatible endpoint
 
 
-def _run_scripted_endpoint(port_queue, delay: float) -> None:
+def _run_scripted_endpoint(port_queue, delay: float, fail_first: int) -> None:
+    """Each item's problem text holds its script: the actions of its successive requests, the last one repeated.
+
+    ``ok:K`` answers \\boxed{K}; a number is that HTTP status; ``slow`` answers after 30 s; ``junk`` is no answer;
+    ``nonjson`` is a 200 whose body is not JSON; ``empty`` has no choices; ``reset`` drops the connection. The
+    first ``fail_first`` requests of all (the availability probe included) get a 503.
+    """
     from aiohttp import web
 
     requests: collections.Counter[str] = collections.Counter()
@@ -319,7 +326,7 @@ def _run_scripted_endpoint(port_queue, delay: float) -> None:
         content = body["messages"][-1]["content"]
         scripted = re.search(r"script=(\S+)", content)
         script = scripted.group(1).split(",") if scripted else ["ok:-1"]  # e.g. the availability probe
-        action = script[min(requests[content], len(script) - 1)]
+        action = "503" if sum(requests.values()) < fail_first else script[min(requests[content], len(script) - 1)]
         requests[content] += 1
         in_flight["now"] += 1
         in_flight["max"] = max(in_flight["max"], in_flight["now"])
@@ -330,8 +337,15 @@ def _run_scripted_endpoint(port_queue, delay: float) -> None:
         if action.isdigit():
             headers = {"Retry-After": "0"} if action == "429" else {}
             return web.json_response({"error": {"message": f"scripted {action}"}}, status=int(action), headers=headers)
+        if action == "reset":
+            request.transport.close()
+            return web.Response()
+        if action == "nonjson":
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         if action == "junk":
             text = "<think>Let me look at each paragraph.</think>\nThe solution seems mostly fine overall."
+        elif action == "empty":
+            text = ""
         else:
             index = action.split(":")[1]
             text = f"<think>Paragraph by paragraph: the first error is {index}.</think>\n\nSo \\boxed{{{index}}}"
@@ -341,7 +355,9 @@ def _run_scripted_endpoint(port_queue, delay: float) -> None:
                 "object": "chat.completion",
                 "created": 0,
                 "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "choices": [] if action == "empty" else [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             }
         )
@@ -364,11 +380,11 @@ def _run_scripted_endpoint(port_queue, delay: float) -> None:
 
 
 @contextmanager
-def scripted_endpoint(delay: float = 0.0):
+def scripted_endpoint(delay: float = 0.0, fail_first: int = 0):
     """Start the scripted endpoint in its own process; yields (base_url, stats(), process)."""
     context = multiprocessing.get_context("fork")
     port_queue = context.Queue()
-    process = context.Process(target=_run_scripted_endpoint, args=(port_queue, delay), daemon=True)
+    process = context.Process(target=_run_scripted_endpoint, args=(port_queue, delay, fail_first), daemon=True)
     process.start()
     try:
         port = port_queue.get(timeout=30)
@@ -431,6 +447,55 @@ def test_openai_judge_retries_rate_limits_server_errors_and_unparseable_answers(
         assert (judge.stats.requests, judge.stats.annotations, judge.stats.failures) == (8, 2, 2)
 
 
+def test_openai_judge_retries_every_transient_fault_and_logs_why(caplog):
+    with scripted_endpoint() as (base_url, stats, _):
+        judge = _judge(base_url, max_retries=3, parse_retries=2)
+        with caplog.at_level("WARNING", logger="actprm"):
+            results = judge.annotate(
+                _items("nonjson,nonjson,ok:1", "reset,503,ok:2", "empty,ok:0", "ok:7,ok:-1", "429,reset,nonjson,ok:1")
+            )
+        assert [r.first_error for r in results] == [1, 2, 0, -1, 1]  # no faulty answer became a label
+        assert judge.stats.faults == {"malformed response": 3, "RemoteProtocolError": 2, "HTTP 503": 1, "HTTP 429": 1}
+        assert stats()["requests"] == 3 + 3 + 2 + 2 + 4
+    logged = caplog.text
+    assert "failed (retry 1 of 3 in" in logged and "malformed response" in logged and "HTTP 503" in logged
+    assert logged.count("malformed response") == 1  # rate-limited: one warning per kind
+
+
+def test_check_available_retries_a_transient_error_before_giving_up():
+    with scripted_endpoint(fail_first=2) as (base_url, stats, _):
+        _judge(base_url).check_available()
+        assert stats()["requests"] == 3
+
+
+def test_a_judge_answering_garbage_stops_within_its_window():
+    with scripted_endpoint() as (base_url, stats, _):
+        judge = _judge(base_url, concurrency=2, unparseable_window=10, max_unparseable_rate=0.5)
+        batches = [judge.annotate(_items(*["junk"] * 4)) for _ in range(4)]  # as the trainer asks: batch by batch
+        assert all(isinstance(r, JudgeFailure) for batch in batches for r in batch)
+        assert not any(r.judge_down for batch in batches[:2] for r in batch)  # 8 items: the window is not full
+        stopped = batches[2][-1]
+        assert stopped.judge_down and all(r.judge_down for r in batches[3])
+        assert "unparseable: 10 of its last 10 (limit 50%)" in stopped.reason
+        assert "seems mostly fine overall" in stopped.reason and "spent so far by this judge: 2" in stopped.reason
+        assert 2 * 10 <= stats()["requests"] <= 2 * 12  # two answers for each item of the window and in flight
+
+        scripts = [f"junk,ok:{n % 3}" if n % 2 else "junk" for n in range(40)]
+        mixed = _judge(base_url, unparseable_window=10).annotate(_items(*scripts))
+        assert all(r.first_error == n % 3 for n, r in enumerate(mixed) if n % 2)  # one item in two fails: no stop
+        assert not any(r.judge_down for r in mixed if isinstance(r, JudgeFailure))
+
+
+def test_offline_mode_does_not_block_a_judge_at_a_given_url(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    with scripted_endpoint() as (base_url, _, _):
+        judge = _judge(base_url)
+        judge.check_available()
+        assert judge.annotate(_items("ok:1"))[0].first_error == 1
+
+
 def test_openai_judge_gives_up_on_timeouts_after_its_retries():
     with scripted_endpoint() as (base_url, stats, _):
         judge = _judge(base_url, timeout=0.5, max_retries=1)
@@ -441,8 +506,9 @@ def test_openai_judge_gives_up_on_timeouts_after_its_retries():
 
         # nothing answers in time: once one item has spent its retries the others stop asking
         first, *others = _judge(base_url, concurrency=1, timeout=0.3, max_retries=1).annotate(_items(*["slow"] * 5))
-        assert first.reason.startswith("request failed after 2 attempts: InferenceTimeoutError")
+        assert first.reason.startswith("judge server unreachable: request failed after 2 attempts: InferenceTimeoutError")
         assert all(r.reason.startswith("judge server unreachable") and r.attempts == 1 for r in others)
+        assert first.judge_down and all(r.judge_down for r in others) and not timed_out.judge_down
         assert stats()["requests"] == 4 + 5 + 1
 
 
@@ -473,7 +539,8 @@ def test_openai_judge_cache_means_no_question_is_asked_twice(tmp_path):
     with scripted_endpoint() as (base_url, stats, _):
         first = _judge(base_url, cache_path=cache_path).annotate(items + [{**items[0], "id": "same question"}])
         assert stats()["requests"] == 1 + 1 + 2  # a question asked twice in a batch is sent once
-        assert first[3] == first[0]
+        assert first[3] == dataclasses.replace(first[0], cached=True)  # paid once: the repeat costs nothing
+        assert sum(r.tokens for r in first if isinstance(r, Annotation) and not r.cached) == 240
     with scripted_endpoint() as (base_url, stats, _):  # a new run, a new server
         restarted = _judge(base_url, cache_path=cache_path)
         again = restarted.annotate(items)
@@ -518,9 +585,10 @@ def test_check_available_names_the_server_when_it_is_down():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    judge = OpenAIJudge(f"http://127.0.0.1:{port}/v1", "judge-model", timeout=5)
+    judge = OpenAIJudge(f"http://127.0.0.1:{port}/v1", "judge-model", timeout=5, max_retries=1, backoff=0.01)
     with pytest.raises(
-        JudgeUnavailableError, match=rf"'judge-model' at http://127.0.0.1:{port}/v1 is not available: ConnectError"
+        JudgeUnavailableError,
+        match=rf"'judge-model' at http://127.0.0.1:{port}/v1 is not available: request failed after 2 attempts: ConnectError",
     ):
         judge.check_available()
 
@@ -569,7 +637,7 @@ def test_openai_judge_against_transformers_serve(served_backbone, tiny_backbone)
     for item, failure in zip(items, results):
         prompt_tokens = _prompt_length(tokenizer, item)
         assert 2 * prompt_tokens < failure.tokens <= 2 * (prompt_tokens + 8)
-    assert judge.stats.tokens == sum(r.tokens for r in results) and judge.stats.requests == 6
+    assert judge.stats.tokens == sum(r.tokens for r in results) and judge.stats.requests == 1 + 6  # the probe too
 
 
 def test_check_available_rejects_a_model_the_server_does_not_serve(served_backbone):

@@ -214,9 +214,10 @@ def test_judge_down_at_start_fails_before_training(tiny_backbone, tmp_path):
 
 
 @contextmanager
-def critic_server(delay: float = 0.0):
-    """The critic server of tests/critic_server.py in its own process; yields (base_url, stats, process)."""
-    process = subprocess.Popen([sys.executable, str(HERE / "critic_server.py"), "--delay", str(delay)],
+def critic_server(delay: float = 0.0, *flags: str):
+    """The critic server of tests/critic_server.py (with its ``flags``) in its own process; yields (base_url,
+    stats, process)."""
+    process = subprocess.Popen([sys.executable, str(HERE / "critic_server.py"), "--delay", str(delay), *flags],
                                stdout=subprocess.PIPE, text=True)
     try:
         port = int(process.stdout.readline())

@@ -85,6 +85,12 @@ class JudgeArguments:
     judge_max_tokens: int = field(default=4096, metadata={"help": "Longest critique the judge may write."})
     judge_temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
     judge_num_samples: int = field(default=1, metadata={"help": "Majority vote over this many samples (openai)."})
+    judge_max_unparseable_rate: float = field(
+        default=0.5,
+        metadata={"help": "Stop when more than this share of the last --judge_unparseable_window items got no "
+                  "parseable answer (openai); 1 disables the check."},
+    )
+    judge_unparseable_window: int = field(default=50, metadata={"help": "Items the unparseable share is taken over."})
     judge_cache: str | None = field(default=None, metadata={"help": "sqlite cache of judge answers; default: in the output folder."})
 
     def build(self) -> Judge | None:
@@ -117,6 +123,8 @@ class JudgeArguments:
             max_tokens=self.judge_max_tokens,
             temperature=self.judge_temperature,
             num_samples=self.judge_num_samples,
+            max_unparseable_rate=self.judge_max_unparseable_rate,
+            unparseable_window=self.judge_unparseable_window,
             cache_path=cache,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,9 @@ class PushArguments:
 def main(argv: list[str]) -> int:
     """Parse ``argv``, push, print the commit URL; returns 0 (bad input raises ValueError/FileNotFoundError)."""
     (args,) = TrlParser(PushArguments, prog="actprm push", description=HELP).parse_args_and_config(argv)
+    import httpx2
     from huggingface_hub import DatasetCard, ModelCard
+    from huggingface_hub.errors import HfHubHTTPError
 
     from ..hub import push_dataset, push_model
 
@@ -77,15 +80,34 @@ def main(argv: list[str]) -> int:
         "commit_message": args.commit_message,
         "license": args.license,
     }
-    if args.model_dir is not None:
-        card = ModelCard.load(args.card) if args.card else None
-        summaries = [read_summary(path) for path in args.eval_summary or []]
-        commit = push_model(args.model_dir, args.repo_id, card=card, eval_summaries=summaries, **options)
-    else:
-        card = DatasetCard.load(args.card) if args.card else None
-        judge_evaluation = read_summary(args.judge_eval_summary) if args.judge_eval_summary else None
-        commit = push_dataset(
-            args.dataset, args.repo_id, card=card, source=args.source, judge_evaluation=judge_evaluation, **options
-        )
+    try:
+        if args.model_dir is not None:
+            card = ModelCard.load(args.card) if args.card else None
+            summaries = [read_summary(path) for path in args.eval_summary or []]
+            commit = push_model(args.model_dir, args.repo_id, card=card, eval_summaries=summaries, **options)
+        else:
+            card = DatasetCard.load(args.card) if args.card else None
+            judge_evaluation = read_summary(args.judge_eval_summary) if args.judge_eval_summary else None
+            commit = push_dataset(
+                args.dataset, args.repo_id, card=card, source=args.source, judge_evaluation=judge_evaluation,
+                **options,
+            )
+    except (HfHubHTTPError, httpx2.HTTPError, ConnectionError) as error:
+        print(f"actprm push: error: pushing to {args.repo_id} failed: {_hub_problem(error)}", file=sys.stderr)
+        return 1
     print(f"pushed: {commit.pr_url or commit.commit_url}")
     return 0
+
+
+def _hub_problem(error: Exception) -> str:
+    """One line: what the Hub (or the network) said, and what to do about it."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError) and error.response.status_code in (401, 403):
+        what_to_do = "check that the token (HF_TOKEN or `hf auth login`) is valid and has write access to the repo"
+    elif isinstance(error, HfHubHTTPError):
+        what_to_do = "check the repo id and options, or try again later"
+    else:
+        what_to_do = "check the network, HF_ENDPOINT and that HF_HUB_OFFLINE is unset, then push again"
+    said = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {said}; {what_to_do}"

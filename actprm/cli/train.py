@@ -72,4 +72,12 @@ def main(argv: list[str]) -> int:
             f"{int(summary['annotations'])} annotations ({int(summary['judge_calls'])} judge calls); "
             f"model saved to {training_args.output_dir}"
         )
+        failed, faults = trainer.active.judge_failed, judge.stats.faults if judge is not None else {}
+        if failed.reasons or faults:
+            print(f"judge faults by kind (requests, retried ones included): {_by_kind(faults)}; trajectories the "
+                  f"judge failed on: {_by_kind(failed.reasons)}, {len(failed.skipped)} of them skipped")
     return 0
+
+
+def _by_kind(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items())) or "none"

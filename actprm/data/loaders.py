@@ -21,7 +21,8 @@ from .formats import (
     convert_trl,
 )
 from .prm800k import convert_prm800k
-from .records import DATA_SUFFIXES, OnError, RawRecord, RecordErrors, build_dataset, read_records
+from .records import DATA_SUFFIXES, OnError, RawRecord, RecordErrors, build_dataset, decode_utf8, read_records
+from .schema import StepDataError
 
 CONVERTERS = {
     "processbench": convert_processbench,
@@ -82,6 +83,8 @@ def load_steps(
         rows = CONVERTERS[format](records, errors)
     dataset = build_dataset(rows, str(source))
     errors.report(str(source))
+    if dataset.num_rows == 0 and not errors.left_out:  # records left out were reported just above
+        raise ValueError(f"{source}: no records to load")
     return dataset
 
 
@@ -114,26 +117,41 @@ def infer_format_from_record(record: dict[str, Any]) -> str | None:
 
 
 def _first_record(path: Path) -> dict[str, Any]:
+    """The first record of a data file, or a `StepDataError` saying what the file holds instead."""
+    source = str(path)
     if path.suffix == ".parquet":
         batch = next(pq.ParquetFile(path).iter_batches(batch_size=1), None)
         records = batch.to_pylist() if batch is not None else []
+        where = 0
     elif path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            first = next((line for line in lines if line.strip()), None)
-        records = [] if first is None else [_json_or_empty(first)]
+        with path.open("rb") as lines:
+            first = next(((number, line) for number, line in enumerate(lines, start=1) if line.strip()), None)
+        where = f"line {first[0]}" if first else "top level"
+        records = [] if first is None else [_parse_json(decode_utf8(first[1], source, where), source, where)]
+        if records and isinstance(records[0], list):
+            raise StepDataError("a JSON array, not an object: a .jsonl file holds one JSON object per line "
+                                "(a JSON list of records goes in a .json file)", source=source, record=where)
+    elif path.suffix == ".json":
+        where = "top level"
+        data = _parse_json(decode_utf8(path.read_bytes(), source, where), source, where) if path.stat().st_size else []
+        if isinstance(data, dict):
+            raise StepDataError("one JSON object, not a list of records: put the records in a JSON list, "
+                                "or one per line in a .jsonl file", source=source, record=where)
+        records = data if isinstance(data, list) else [data]
     else:
-        data = _json_or_empty(path.read_text(encoding="utf-8"))
-        records = data if isinstance(data, list) else []
-    if not records or not isinstance(records[0], dict):
-        raise ValueError(f"{path}: no JSON object to infer the format from; pass format=")
+        raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(DATA_SUFFIXES)}")
+    if not records:
+        raise StepDataError("the file holds no records", source=source, record=where)
+    if not isinstance(records[0], dict):
+        raise StepDataError(f"expected a JSON object, got {type(records[0]).__name__}", source=source, record=where)
     return records[0]
 
 
-def _json_or_empty(text: str) -> Any:
+def _parse_json(text: str, source: str, where: int | str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    except json.JSONDecodeError as error:
+        raise StepDataError(f"not JSON: {error}", source=source, record=where) from None
 
 
 def _data_files(path: Path, split: str | None) -> list[Path]:

@@ -112,18 +112,21 @@ def read_records(path: Path, errors: RecordErrors) -> Iterator[RawRecord]:
     """The records of a ``.json`` list, a ``.jsonl`` file or a ``.parquet`` file, in order."""
     source, name = str(path), path.name.split(".")[0]
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
+        with path.open("rb") as lines:
             records = ((f"line {number}", line) for number, line in enumerate(lines, start=1) if line.strip())
             for ordinal, (location, line) in enumerate(records):
                 try:
-                    data = json.loads(line)
+                    data = json.loads(decode_utf8(line, source, location))
+                except StepDataError as error:
+                    errors.handle(error)
+                    continue
                 except json.JSONDecodeError as error:
                     errors.handle(StepDataError(f"invalid JSON: {error}", source=source, record=location))
                     continue
                 yield from _as_records(data, source, location, name, ordinal, errors)
     elif path.suffix == ".json":
         try:
-            items = json.loads(path.read_text(encoding="utf-8"))
+            items = json.loads(decode_utf8(path.read_bytes(), source, "top level"))
         except json.JSONDecodeError as error:
             raise StepDataError(f"invalid JSON: {error}", source=source, record=f"line {error.lineno}") from error
         if not isinstance(items, list):
@@ -136,6 +139,15 @@ def read_records(path: Path, errors: RecordErrors) -> Iterator[RawRecord]:
             yield RawRecord(data, source, index, name, index)
     else:
         raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(DATA_SUFFIXES)}")
+
+
+def decode_utf8(data: bytes, source: str, location: int | str) -> str:
+    """``data`` as UTF-8 text; a `StepDataError` naming the source, the record and the bad byte otherwise."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        message = f"not UTF-8: byte {data[error.start]:#04x} at offset {error.start} ({error.reason}); re-encode the file as UTF-8"
+        raise StepDataError(message, source=source, record=location) from None
 
 
 def _as_records(

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from ..data.schema import step_labels_from_label, validate_record
@@ -47,8 +47,10 @@ class JudgeFailure:
         attempts: how many times the judge was asked.
         tokens: what those attempts spent.
         judge: identity of the judge.
-        server_error: no answer came back (connection, timeout, HTTP error): the judge may be down,
-            and asking again later may work. ``False`` when the judge answered unusably.
+        server_error: no answer came back (connection, timeout, HTTP error): asking again later may
+            work. ``False`` when the judge answered unusably.
+        judge_down: the judge as a whole stopped answering, or answers only garbage: this item was not
+            really tried, and nothing more should be asked until the judge is fixed.
     """
 
     reason: str
@@ -57,6 +59,7 @@ class JudgeFailure:
     tokens: int
     judge: str
     server_error: bool = False
+    judge_down: bool = False
 
 
 JudgeResult = Annotation | JudgeFailure
@@ -76,6 +79,8 @@ class JudgeStats:
     failures: int = 0
     tokens: int = 0
     """Tokens spent by this instance (cache hits cost nothing)."""
+    faults: dict[str, int] = field(default_factory=dict)
+    """Failed requests by kind (``HTTP 503``, ``InferenceTimeoutError``...), retried ones included."""
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -146,8 +151,10 @@ class Judge(ABC):
         questions = list(pending)
 
         def emit(position: int, result: JudgeResult) -> None:
-            for index in pending[questions[position]]:
-                results[index] = result
+            first, *repeats = pending[questions[position]]
+            results[first] = result
+            for index in repeats:  # the same question asked again in the batch: paid once, answered from the first
+                results[index] = replace(result, cached=True) if isinstance(result, Annotation) else result
             self.stats.tokens += result.tokens
             if isinstance(result, Annotation):
                 self.stats.annotations += 1
@@ -182,9 +189,16 @@ class Judge(ABC):
         return Annotation(first_error, list(step_labels), tokens, raw_output, self.identity, self.prompt_version)
 
     def _failure(
-        self, reason: str, *, raw_output: str = "", attempts: int = 1, tokens: int = 0, server_error: bool = False
+        self,
+        reason: str,
+        *,
+        raw_output: str = "",
+        attempts: int = 1,
+        tokens: int = 0,
+        server_error: bool = False,
+        judge_down: bool = False,
     ) -> JudgeFailure:
-        return JudgeFailure(reason, raw_output, attempts, tokens, self.identity, server_error)
+        return JudgeFailure(reason, raw_output, attempts, tokens, self.identity, server_error, judge_down)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity!r})"

@@ -17,6 +17,7 @@ from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
 from .base import Emit, JudgeResult, JudgeUnavailableError
+from .failures import GarbageJudgeError, RateLimitedLog, UnparseableWindow, fault_kind
 from .prompt import CritiqueJudge, UnparseableOutputError, build_critique_messages, parse_first_error
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -36,7 +37,14 @@ def run_sync(coroutine: Awaitable[T]) -> T:
 
 
 class _RequestFailed(Exception):
-    """A request that cannot succeed: its retries are spent, or its error is not worth retrying."""
+    """A request that cannot succeed: its retries are spent, or its error is not worth retrying.
+
+    ``judge_down``: the judge as a whole is unusable (down, or answering garbage), not just this item.
+    """
+
+    def __init__(self, message: str, judge_down: bool = False):
+        super().__init__(message)
+        self.judge_down = judge_down
 
 
 @dataclass
@@ -52,7 +60,8 @@ class _BatchState:
     """Shared by the items of one `annotate` call, to notice a server that stopped answering."""
 
     last_success: float = float("-inf")
-    unreachable: str | None = None
+    stopped: str | None = None
+    """Why nothing more is asked in this batch (the server is down, or answers garbage)."""
 
 
 class OpenAIJudge(CritiqueJudge):
@@ -64,9 +73,16 @@ class OpenAIJudge(CritiqueJudge):
     to the answer given first). An unparseable sample is asked again up to ``parse_retries`` times;
     an item with no parseable sample becomes a `JudgeFailure`. Requests that meet a timeout, a
     dropped connection or a 408/409/425/429/5xx status are retried up to ``max_retries`` times with
-    exponential backoff and jitter (honouring ``Retry-After``). When a request exhausts its retries
-    and no other request got an answer meanwhile, the server is taken to be down: the items still
-    waiting fail at once, so a dead server ends a batch quickly.
+    exponential backoff and jitter (honouring ``Retry-After``), and so are 200 replies that are not a
+    chat completion; retries are logged (rate-limited) and counted by kind in ``stats.faults``. When a
+    request exhausts its retries and no other request got an answer meanwhile, the server is taken to
+    be down: the items still waiting fail at once (``judge_down``), so a dead server ends a batch
+    quickly. When more than ``max_unparseable_rate`` of the last ``unparseable_window`` answers could
+    not be parsed, the judge is taken to answer garbage and the batch ends the same way, its failures
+    saying what the judge wrote and what it cost.
+
+    The endpoint is reached even when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set: offline
+    mode keeps the Hub out, not a server at a URL given here.
 
     Args:
         base_url: the server's OpenAI base URL, e.g. ``http://localhost:8000/v1``.
@@ -80,6 +96,8 @@ class OpenAIJudge(CritiqueJudge):
         backoff: first retry delay in seconds, doubled at each retry, up to ``max_backoff``.
         num_samples: samples per item for the majority vote; above 1 needs ``temperature > 0``.
         temperature, max_tokens, extra_body: sampling parameters sent with every request.
+        max_unparseable_rate, unparseable_window: the garbage check above (``max_unparseable_rate=1``
+            disables it).
         cache_path: sqlite cache file (see `JudgeCache`).
     """
 
@@ -101,6 +119,8 @@ class OpenAIJudge(CritiqueJudge):
         temperature: float = 0.0,
         max_tokens: int = 4096,
         extra_body: Mapping[str, Any] | None = None,
+        max_unparseable_rate: float = 0.5,
+        unparseable_window: int = 50,
         cache_path: str | os.PathLike | None = None,
     ):
         super().__init__(cache_path=cache_path)
@@ -123,6 +143,10 @@ class OpenAIJudge(CritiqueJudge):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
+        self.unparseable = UnparseableWindow(max_unparseable_rate, unparseable_window)
+        self._fault_log = RateLimitedLog()
+        self.garbage_stop: str | None = None
+        """Set once the garbage check tripped: every later request fails at once, without being sent."""
 
     @property
     def identity(self) -> str:
@@ -136,28 +160,29 @@ class OpenAIJudge(CritiqueJudge):
         )
 
     def check_available(self) -> None:
-        """Ask for one token; raise `JudgeUnavailableError` naming the server if that fails."""
+        """Ask for one token (retrying transient errors like any request); raise `JudgeUnavailableError`
+        naming the server if that fails."""
 
         async def probe() -> None:
             async with self._client() as client:
-                await client.chat_completion([{"role": "user", "content": "Say OK."}], model=self.model, max_tokens=1)
+                messages = [{"role": "user", "content": "Say OK."}]
+                await self._complete(client, asyncio.Semaphore(1), _BatchState(), messages, _Spend(), max_tokens=1)
 
         try:
             run_sync(probe())
-        except (httpx2.HTTPError, ValueError) as error:
-            raise JudgeUnavailableError(
-                f"judge model {self.model!r} at {self.base_url} is not available: {_describe(error)}"
-            ) from error
+        except _RequestFailed as error:
+            problem = str(error).removeprefix("judge server unreachable: ")
+            raise JudgeUnavailableError(f"judge model {self.model!r} at {self.base_url} is not available: {problem}") from error
 
     def _client(self) -> AsyncInferenceClient:
-        return AsyncInferenceClient(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout)
+        return _EndpointClient(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout)
 
     def _annotate(self, items: Sequence[dict[str, Any]], emit: Emit) -> None:
         run_sync(self._annotate_all(items, emit))
 
     async def _annotate_all(self, items: Sequence[dict[str, Any]], emit: Emit) -> None:
         semaphore = asyncio.Semaphore(self.concurrency)
-        state = _BatchState()
+        state = _BatchState(stopped=self.garbage_stop)
         async with self._client() as client:
 
             async def judge(position: int, item: dict[str, Any]) -> None:
@@ -187,10 +212,15 @@ class OpenAIJudge(CritiqueJudge):
         except _RequestFailed as error:
             raw_output = outputs[-1] if outputs else str(error)
             return self._failure(
-                str(error), raw_output=raw_output, attempts=spend.attempts, tokens=spend.tokens, server_error=True
+                str(error), raw_output=raw_output, attempts=spend.attempts, tokens=spend.tokens, server_error=True,
+                judge_down=error.judge_down,
             )
+        stopped = self._note_answer(state, bool(votes), outputs[-1])
         if not votes:
-            return self._failure(reason, raw_output=outputs[-1], attempts=spend.attempts, tokens=spend.tokens)
+            return self._failure(
+                stopped or reason, raw_output=outputs[-1], attempts=spend.attempts, tokens=spend.tokens,
+                judge_down=stopped is not None,
+            )
         first_error = Counter(votes).most_common(1)[0][0]
         raw_output = (
             outputs[0]
@@ -206,43 +236,69 @@ class OpenAIJudge(CritiqueJudge):
         state: _BatchState,
         messages: list[dict[str, str]],
         spend: _Spend,
+        max_tokens: int | None = None,
     ) -> str:
         """One answer to ``messages``, retrying transient errors; its reasoning kept in a think block."""
         started = time.monotonic()
         for retry in range(self.max_retries + 1):
             try:
                 async with semaphore:
-                    if state.unreachable is not None:
-                        raise _RequestFailed(state.unreachable)
+                    if state.stopped is not None:
+                        raise _RequestFailed(state.stopped, judge_down=True)
                     spend.attempts += 1
                     self.stats.requests += 1
                     response = await client.chat_completion(
                         messages,
                         model=self.model,
-                        max_tokens=self.max_tokens,
+                        max_tokens=max_tokens or self.max_tokens,
                         temperature=self.temperature,
                         extra_body=self.extra_body or None,
                     )
             except HfHubHTTPError as error:
+                problem, delay = _describe(error), _retry_after(error)
                 if error.response.status_code not in RETRYABLE_STATUS:
-                    raise _RequestFailed(f"request failed: {_describe(error)}") from error
-                failure = f"request failed after {retry + 1} attempts: {_describe(error)}"
-                delay = _retry_after(error)
+                    self._note_fault(problem, "not retried")
+                    raise _RequestFailed(f"request failed: {problem}") from error
             except (InferenceTimeoutError, httpx2.TransportError) as error:
-                failure = f"request failed after {retry + 1} attempts: {_describe(error)}"
-                delay = None
-            except ValueError as error:  # a reply that is not a chat completion
-                raise _RequestFailed(f"request failed: malformed response: {error}") from error
+                problem, delay = _describe(error), None
+            except ValueError as error:  # a 200 whose body is not a chat completion: a faulty reply, retried
+                problem, delay = f"malformed response: {' '.join(str(error).split())[:200]}", None
             else:
                 state.last_success = time.monotonic()
                 if response.usage is not None:
                     spend.tokens += response.usage.prompt_tokens + response.usage.completion_tokens
                 return _response_text(response)
+            failure = f"request failed after {retry + 1} attempts: {problem}"
             if retry < self.max_retries:
-                await asyncio.sleep(self._backoff_delay(retry, delay))
+                delay = self._backoff_delay(retry, delay)
+                self._note_fault(problem, f"retry {retry + 1} of {self.max_retries} in {delay:.1f} s")
+                await asyncio.sleep(delay)
+            else:
+                self._note_fault(problem, "retries spent")
         if state.last_success < started:  # nothing got through while this request was retried
-            state.unreachable = f"judge server unreachable: {failure}"
+            state.stopped = f"judge server unreachable: {failure}"
+            raise _RequestFailed(state.stopped, judge_down=True)
         raise _RequestFailed(failure)
+
+    def _note_fault(self, problem: str, what_next: str) -> None:
+        """Count a failed request by kind and log it (rate-limited)."""
+        kind = fault_kind(problem)
+        self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+        self._fault_log.warn(kind, f"judge request to {self.base_url} failed ({what_next}): {problem}")
+
+    def _note_answer(self, state: _BatchState, parseable: bool, output: str) -> str | None:
+        """Feed the garbage check with an item's outcome; once it trips, the batch stops like for a dead
+        server, and the reason is returned."""
+        try:
+            self.unparseable.record(parseable, output)
+        except GarbageJudgeError as error:
+            if self.garbage_stop is None:
+                self.garbage_stop = (
+                    f"{error}; spent so far by this judge: {self.stats.requests} requests, {self.stats.tokens} tokens"
+                )
+            state.stopped = self.garbage_stop
+            return state.stopped
+        return None
 
     def _backoff_delay(self, retry: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, at least the server's ``Retry-After``, at most ``max_backoff``."""
@@ -250,6 +306,23 @@ class OpenAIJudge(CritiqueJudge):
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_backoff))
         return delay
+
+
+class _EndpointClient(AsyncInferenceClient):
+    """huggingface_hub's client on an HTTP session of its own, which offline mode does not block: that
+    mode is about the Hub, and the judge is a server the user named."""
+
+    async def _get_async_client(self) -> httpx2.AsyncClient:
+        if self._async_client is None:
+            session = httpx2.AsyncClient(follow_redirects=True, timeout=None, event_hooks={"response": [_read_error]})
+            self._async_client = await self.exit_stack.enter_async_context(session)
+        return self._async_client
+
+
+async def _read_error(response: httpx2.Response) -> None:
+    """Read an error reply's body, so that the raised error can say what the server wrote."""
+    if response.status_code >= 400:
+        await response.aread()
 
 
 def _describe(error: Exception) -> str:
