@@ -17,13 +17,17 @@ __version__ = "0.1.0"
 _MODULES = {
     ".data": ("StepDataError", "from_trl_stepwise", "load_steps", "make_arithmetic_dataset", "to_trl_stepwise"),
     ".evaluation": ("evaluate_prmbench", "evaluate_processbench"),
+    ".features": ("StepFeatureCache", "compute_step_features"),
+    ".gguf_loading": ("load_gguf_backbone",),
+    ".judge_evaluation": ("evaluate_judge_processbench",),
     ".filtering": ("TrajectoryPool", "filter_pool"),
     ".metrics": ("load_metric",),
     ".judges": (
         "AnnotationStore", "ArithmeticJudge", "JudgeUnavailableError", "OpenAIJudge", "OracleJudge", "TransformersJudge",
     ),  # fmt: skip
     ".modeling": ("EnsemblePRMConfig", "EnsemblePRMModel"),
-    ".scoring": ("StepScorer",),
+    ".scoring": ("StepScorer", "StepTagFormat"),
+    ".selection": ("SelectionSettings",),
     ".trainer": ("ActivePRMTrainer",),
     ".training_args": ("ActivePRMConfig",),
 }

@@ -11,7 +11,7 @@ from typing import Literal
 
 from trl import TrlParser
 
-from ..selection import PER_HEAD_STRATEGIES, STRATEGIES
+from ..strategies import PER_HEAD_STRATEGIES, STRATEGIES
 from .score import DATA_FORMAT_HELP, ScorerArguments
 
 HELP = "keep the trajectories of a large pool an ensemble PRM is unsure of (sharded, resumable, multi-process)"
