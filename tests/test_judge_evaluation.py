@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, free_port, server_process
-from real_judge import SMOLLM2_DIR, save_smollm2
+from conftest import REPO_ROOT, free_port
+from real_model import served_smollm2, smollm2_backbone, smollm2_converted, smollm2_gguf  # noqa: F401
 
 from huggingface_hub import DatasetCard
 
@@ -82,21 +82,6 @@ def _check_against_the_official_formula(output_dir: Path, dataset_dir: Path) -> 
     return summary
 
 
-@pytest.fixture(scope="module")
-def served_smollm2(tmp_path_factory):
-    """`transformers serve` pinned to SmolLM2-135M-Instruct (de-quantised from ../shared/models once)."""
-    if not (SMOLLM2_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file():
-        pytest.skip(f"no SmolLM2-135M-Instruct GGUF at {SMOLLM2_DIR}")
-    model_dir = save_smollm2(tmp_path_factory.mktemp("smollm2"))
-    port = free_port()
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    with server_process(command, f"http://127.0.0.1:{port}/health", log, env=env, startup_seconds=300):
-        yield f"http://127.0.0.1:{port}/v1", str(model_dir)
-
-
 def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
@@ -104,9 +89,11 @@ def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_smollm2_judge_on_processbench_through_transformers_serve(served_smollm2, processbench_slice, tmp_path):
+def test_smollm2_judge_on_processbench_through_transformers_serve(
+    served_smollm2, smollm2_backbone, processbench_slice, tmp_path
+):
     """A real LLM's real answers; one request per item (no parse retries) keeps it short on a busy CPU."""
-    base_url, model = served_smollm2
+    base_url, model = served_smollm2, smollm2_backbone
     output_dir = tmp_path / "judge-eval"
 
     def run() -> dict:
