@@ -8,26 +8,26 @@ or the ``gguf`` package, the tests that use them are skipped with one line sayin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import missing
 from test_judges import transformers_serve
 from transformers import PreTrainedModel
 
-SHARED_MODELS = Path(os.environ.get("ACTPRM_SHARED_MODELS", REPO_ROOT.parent / "shared" / "models"))
-SMOLLM2_GGUF = SHARED_MODELS / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF = Path("smollm2-135m-instruct") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""Where SmolLM2-135M-Instruct lies in the shared models folder."""
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
+def smollm2_gguf(shared_models) -> Path:
     """The SmolLM2-135M-Instruct GGUF file (Llama architecture, ChatML template, Q4_1)."""
-    if not SMOLLM2_GGUF.is_file():
-        pytest.skip(f"real model not found: {SMOLLM2_GGUF} (set ACTPRM_SHARED_MODELS)")
+    path = shared_models / SMOLLM2_GGUF
+    if not path.is_file():
+        missing(f"real model not found: {path} (set ACTPRM_SHARED_MODELS)")
     pytest.importorskip("gguf", reason="the `gguf` package is not installed (pip install 'actprm[gguf]')")
-    return SMOLLM2_GGUF
+    return path
 
 
 @dataclass
