@@ -369,16 +369,43 @@ class ActivePRMTrainer(Trainer):
         """
         self._select_and_label(inputs)
         finishing = self._exchange_with_judge(last_step=self.state.global_step + 1 >= self.state.max_steps)
-        batches = self._next_training_batches(finishing)
-        if not batches:
-            return torch.zeros((), device=self.args.device)
+        return self._train_on_buffer(model, finishing)
+
+    def _train_on_buffer(self, model, finishing: bool) -> torch.Tensor:
+        """Forward and backward on the buffer's next full batch; when ``finishing``, on all of it, weighted by rows."""
         loss = torch.zeros((), device=self.args.device)
+        batches = self._next_training_batches(finishing)
         rows = sum(len(batch["labels"]) for batch in batches)
         for batch in batches:  # the last step's rest, one optimizer step weighted by rows
             self._loss_weight = len(batch["labels"]) / rows
             loss = loss + super().training_step(model, batch)
         self._loss_weight = 1.0
         return loss
+
+    def _last_step_unfinished(self) -> bool:
+        """Rows still queued after `Trainer.train`, with the judge up and the token budget not spent."""
+        queued = self._global(len(self.active.judge_queue))
+        return self.judge_pipeline is not None and self.judge_stopped is None and queued > 0 and not self._tokens_spent()
+
+    def _finish_last_step(self) -> None:
+        """The last step's work, in a run resumed from that step's checkpoint with rows still queued.
+
+        The judge went down while the last step waited for it, so `Trainer.train` has no step left to
+        run: send the queue, wait for the answers, train on them in one more optimizer step and save
+        the checkpoint again.
+        """
+        model = self.model_wrapped
+        model.train()
+        self.current_gradient_accumulation_steps = 1  # set per step by the epoch loop, which ran no step
+        self._exchange_with_judge(last_step=True)
+        trained = self.active.trained
+        self._train_on_buffer(model, finishing=True)
+        if self._global(self.active.trained - trained) > 0:
+            if self.args.max_grad_norm:
+                self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        self._save_checkpoint(self.model, trial=None)
 
     _loss_weight = 1.0
 
@@ -640,9 +667,10 @@ class ActivePRMTrainer(Trainer):
     # ----- checkpoints -----
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         state_file = folder / STATE_FILE.format(rank=self.accelerator.process_index)
+        state_file.unlink(missing_ok=True)  # saving a step again: incomplete until its state is written anew
+        super()._save_checkpoint(model, trial)
         state = {**asdict(self.active), "judge_queue": self._rows_to_judge()}  # rows in flight are saved as queued
         state_file.write_text(json.dumps(state, default=sorted))  # sets as sorted lists
 
@@ -662,6 +690,8 @@ class ActivePRMTrainer(Trainer):
                 self.active = ActiveLearningState(**json.loads(state_file.read_text()))
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            if self._last_step_unfinished():
+                self._finish_last_step()
         finally:
             if self.judge_pipeline is not None:
                 self.judge_pipeline.close()

@@ -236,7 +236,9 @@ def critic_judge(base_url: str) -> OpenAIJudge:
     return OpenAIJudge(base_url, "critic", concurrency=4, timeout=5, max_retries=1, backoff=0.01, max_tokens=64)
 
 
-def test_judge_server_dying_mid_run_stops_cleanly_and_resumes(tiny_backbone, tmp_path):
+@pytest.mark.parametrize("killed_after", [20, 41], ids=["mid-run", "last-step"])
+def test_judge_server_dying_stops_cleanly_and_resumes(tiny_backbone, tmp_path, killed_after):
+    # rows 40-47 go out only on the last (12th) step, so the 41st critique is the last step waiting for the judge
     generated = make_arithmetic_dataset(48, seed=7)
     args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=4)
     with critic_server(delay=0.05) as (url, stats, process):
@@ -245,7 +247,7 @@ def test_judge_server_dying_mid_run_stops_cleanly_and_resumes(tiny_backbone, tmp
             import json, time, urllib.request, os, signal
             while True:
                 with urllib.request.urlopen("{url[:-3]}/stats") as r:
-                    if json.load(r)["critiques"] >= 20:
+                    if json.load(r)["critiques"] >= {killed_after}:
                         os.kill({process.pid}, signal.SIGKILL); break
                 time.sleep(0.01)
             """)])
@@ -264,6 +266,7 @@ def test_judge_server_dying_mid_run_stops_cleanly_and_resumes(tiny_backbone, tmp
     rows = AnnotationStore(trainer.annotations_path).rows()
     assert sorted(r["id"] for r in rows) == sorted(generated["id"])  # nothing lost, no duplicates
     assert asked_again == 48 - len(first_run)  # nothing asked twice
+    assert resumed.active_learning_summary()["trained"] == 48  # and every label trained on
     truth = dict(zip(generated["id"], generated["label"]))
     assert all(r["label"] == truth[r["id"]] for r in rows)
 
