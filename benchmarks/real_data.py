@@ -66,7 +66,7 @@ class RealDataConfig:
     )
     selection_layer: int = field(default=20, metadata={"help": "The layer the selection comparison runs on."})
     max_length: int = field(default=768, metadata={"help": "Trajectories longer than this (in tokens) are left out."})
-    pool_size: int = field(default=1800, metadata={"help": "Train trajectories in the pool (from 90% of train problems)."})
+    pool_size: int = field(default=1800, metadata={"help": "Train trajectories in the pool (from 90%% of train problems)."})
     validation_size: int = field(default=300, metadata={"help": "Trajectories of the other train problems (threshold)."})
     test_size: int = field(default=768, metadata={"help": "PRM800K phase 1 test trajectories."})
     processbench_sizes: list[int] = field(
