@@ -61,3 +61,15 @@ def test_eval_notes_a_prm_that_gives_nearly_every_solution_the_same_verdict(tmp_
     assert note.startswith("note: the PRM predicted no error for 96 of 100 solutions")
     assert "an error for 40 of 40" in same_verdict_note(write_predictions(tmp_path / "p.jsonl", [0] * 40))
     assert same_verdict_note(write_predictions(tmp_path / "p.jsonl", [-1] * 90 + [1] * 10)) is None
+
+
+def write_validity(path, validity):
+    path.write_text("".join(json.dumps({"id": str(i), "validity": v}) + "\n" for i, v in enumerate(validity)))
+    return path
+
+
+def test_eval_notes_a_prm_that_calls_nearly_every_prmbench_step_valid_or_invalid(tmp_path):
+    note = same_verdict_note(write_validity(tmp_path / "p.jsonl", [[1] * 10] * 19 + [[1, 0, 1, 1, 1, 1, 1, 1, 1, 1]]))
+    assert note.startswith("note: the PRM predicted valid for 199 of 200 steps") and "--threshold" in note
+    assert "invalid for 12 of 12 steps" in same_verdict_note(write_validity(tmp_path / "p.jsonl", [[0, 0, 0]] * 4))
+    assert same_verdict_note(write_validity(tmp_path / "p.jsonl", [[1, 1, 1, 1, 0]] * 4)) is None

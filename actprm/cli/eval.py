@@ -50,21 +50,26 @@ class EvalArguments:
 
 
 SAME_VERDICT_SHARE = 0.95
-"""A PRM giving one verdict (no error / an error) to at least this share of the solutions gets a note."""
+"""A PRM giving one verdict to at least this share of the solutions (ProcessBench: no error / an error) or of
+the steps (PRMBench: valid / invalid) gets a note."""
 
 
 def same_verdict_note(predictions: Path) -> str | None:
-    """A note when the PRM predicted the same verdict for nearly every solution of ``predictions``
-    (an ``actprm eval`` predictions.jsonl), as a PRM trained on other data often does; else None."""
-    first_errors = [json.loads(line)["first_error"] for line in predictions.read_text(encoding="utf-8").splitlines()]
-    no_error = sum(first_error == -1 for first_error in first_errors)
-    share, verdict = max((no_error, "no error"), (len(first_errors) - no_error, "an error"))
-    if not first_errors or share < SAME_VERDICT_SHARE * len(first_errors):
+    """A note when the PRM predicted the same verdict for nearly every solution (ProcessBench) or step (PRMBench)
+    of ``predictions`` (an ``actprm eval`` predictions.jsonl), as a PRM trained on other data often does; else None."""
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
+    if rows and "validity" in rows[0]:  # PRMBench: a verdict per step
+        verdicts = [bool(valid) for row in rows for valid in row["validity"]]
+        units, names, hint = "steps", ("invalid", "valid"), "--threshold sets the validity cut-off"
+    else:
+        verdicts = [row["first_error"] == -1 for row in rows]
+        units, names, hint = "solutions", ("an error", "no error"), "--calibrate picks a threshold on one subset"
+    share, verdict = max((sum(verdicts), names[1]), (len(verdicts) - sum(verdicts), names[0]))
+    if not verdicts or share < SAME_VERDICT_SHARE * len(verdicts):
         return None
     return (
-        f"note: the PRM predicted {verdict} for {share} of {len(first_errors)} solutions, so F1 says little: "
-        "was it trained on data like this benchmark's (e.g. not only the synthetic task)? "
-        "--calibrate picks a threshold on one subset\n"
+        f"note: the PRM predicted {verdict} for {share} of {len(verdicts)} {units}, so F1 says little: "
+        f"was it trained on data like this benchmark's (e.g. not only the synthetic task)? {hint}\n"
     )
 
 
@@ -113,8 +118,7 @@ def main(argv: list[str]) -> int:
         evaluate_prmbench(scorer, dataset, threshold=threshold, **options)
     if state.is_main_process:
         print((Path(output_dir) / TABLE_FILE).read_text(encoding="utf-8"))
-        if args.benchmark == "processbench":
-            print(same_verdict_note(Path(output_dir) / PREDICTIONS_FILE) or "", end="")
+        print(same_verdict_note(Path(output_dir) / PREDICTIONS_FILE) or "", end="")
         print(f"results in {output_dir}")
     return 0
 
