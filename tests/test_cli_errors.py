@@ -9,6 +9,7 @@ from huggingface_hub import constants
 
 from actprm.cli import main as cli
 from actprm.cli.eval import same_verdict_note
+from conftest import free_port
 
 
 def one_line_error(capsys, command: str) -> str:
@@ -42,6 +43,17 @@ def test_eval_offline_without_data_says_which_data_to_pass(monkeypatch, capsys):
     assert cli(["eval", "--model", "any/prm", "--benchmark", "processbench"]) == 2
     error = one_line_error(capsys, "eval")
     assert "--data" in error and "processbench" in error and "Qwen/ProcessBench" in error
+
+
+@pytest.mark.parametrize("evaluated", [["--model", "any/prm"], ["--judge", "openai", "--judge_model", "any"]])
+def test_eval_without_data_when_the_hub_is_unreachable_says_which_data_to_pass(monkeypatch, capsys, evaluated):
+    endpoint = f"http://127.0.0.1:{free_port()}"  # HF_ENDPOINT where nothing listens: the connection is refused
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert cli(["eval", *evaluated, "--benchmark", "processbench"]) == 2
+    error = one_line_error(capsys, "eval")  # one line: no retries
+    assert error.startswith(f"actprm eval: error: the Hub ({endpoint}) is unreachable")
+    assert "--data" in error and "Qwen/ProcessBench" in error
 
 
 def test_space_without_gradio_says_which_extra_to_install():

@@ -73,6 +73,21 @@ def same_verdict_note(predictions: Path) -> str | None:
     )
 
 
+def benchmark_data(args: EvalArguments) -> str:
+    """``--data``, else the benchmark's Hub id; refused at once, naming the data to pass, when the Hub is out of reach."""
+    from ..data.hub_access import hub_unreachable
+    from ..evaluation import BENCHMARK_DATA
+
+    if args.data is not None:
+        return args.data
+    if reason := hub_unreachable():
+        raise ValueError(
+            f"{reason}: pass the {args.benchmark} data with --data (its folder or file, e.g. the project's "
+            f"../shared/data/{args.benchmark}); online it is read from {BENCHMARK_DATA[args.benchmark]}"
+        )
+    return BENCHMARK_DATA[args.benchmark]
+
+
 def _judge_requested(argv: list[str]) -> bool:
     return any(arg == "--judge" or arg.startswith("--judge=") for arg in argv)
 
@@ -88,11 +103,9 @@ def main(argv: list[str]) -> int:
         return _evaluate_judge(argv)
     parser = TrlParser((ScorerArguments, EvalArguments), prog="actprm eval", description=HELP)
     scorer_args, args = parser.parse_args_and_config(argv)
-    from huggingface_hub import constants
-
     from ..data import load_steps
     from ..distributed import process_state
-    from ..evaluation import BENCHMARK_DATA, PREDICTIONS_FILE, TABLE_FILE, evaluate_prmbench, evaluate_processbench
+    from ..evaluation import PREDICTIONS_FILE, TABLE_FILE, evaluate_prmbench, evaluate_processbench
     from ..metrics import DEFAULT_THRESHOLD, check_threshold
 
     if args.benchmark == "prmbench" and (args.subsets or args.calibrate):
@@ -100,12 +113,7 @@ def main(argv: list[str]) -> int:
     if args.threshold is not None and args.calibrate is not None:
         raise ValueError("pass either --threshold or --calibrate, not both")
     threshold = check_threshold(DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
-    if args.data is None and constants.HF_HUB_OFFLINE:
-        raise ValueError(
-            f"offline (HF_HUB_OFFLINE=1): pass the {args.benchmark} data with --data (its folder or file, e.g. the "
-            f"project's ../shared/data/{args.benchmark}); online it is read from {BENCHMARK_DATA[args.benchmark]}"
-        )
-    data_name = args.data or BENCHMARK_DATA[args.benchmark]
+    data_name = benchmark_data(args)
     dataset = load_steps(data_name, format=args.benchmark, subset=args.subsets)
     output_dir = args.output_dir or str(Path("eval") / Path(scorer_args.model).name / args.benchmark)
     state = process_state()
@@ -128,7 +136,7 @@ def _evaluate_judge(argv: list[str]) -> int:
     parser = TrlParser((JudgeArguments, EvalArguments), prog="actprm eval", description=HELP)
     judge_args, args = parser.parse_args_and_config(argv)
     from ..data import load_steps
-    from ..evaluation import BENCHMARK_DATA, TABLE_FILE
+    from ..evaluation import TABLE_FILE
     from ..judge_evaluation import evaluate_judge_processbench
 
     if judge_args.judge not in EVALUATED_JUDGES:
@@ -144,7 +152,7 @@ def _evaluate_judge(argv: list[str]) -> int:
         raise ValueError("a majority vote (--judge_num_samples > 1) needs --judge openai")
     if not judge_args.judge_model:
         raise ValueError(f"--judge {judge_args.judge} needs --judge_model")
-    data_name = args.data or BENCHMARK_DATA["processbench"]
+    data_name = benchmark_data(args)
     dataset = load_steps(data_name, format="processbench", subset=args.subsets)
     output_dir = args.output_dir or str(Path("eval") / Path(judge_args.judge_model).name / "processbench-judge")
     judge_args.judge_cache = judge_args.judge_cache or str(Path(output_dir) / "judge.cache.sqlite")
