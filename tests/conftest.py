@@ -1,10 +1,13 @@
 """Shared fixtures: the real benchmark data beside the checkout and the embedded tiny backbone."""
 
+import functools
+import json
 import os
 import socket
 import subprocess
 import time
 import urllib.request
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,10 +33,59 @@ def shared_path(name: str, env: str) -> Path:
     return path
 
 
+BENCHMARKS_ON_THE_HUB = {"processbench": "Qwen/ProcessBench"}
+"""Benchmarks whose Hub copy holds the shared folder's records as they are (one JSON list per subset).
+PRMBench's Hub copy (hitsmy/PRMBench_Preview) merges the 25 files the tests read one by one, and the
+step-rated PRM800K is not on the Hub."""
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached, found out once per session (HF_HUB_OFFLINE, or one short probe)."""
+    from actprm.data.hub_access import hub_unreachable as probe
+
+    return probe()
+
+
+def benchmark_folder(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared data's ``<name>`` folder (``../shared/data`` or ``$ACTPRM_SHARED_DATA``); else, for a benchmark
+    of `BENCHMARKS_ON_THE_HUB`, its records read from the Hub with actprm's loader, in the same layout; else
+    `missing`, in one line naming what is missing."""
+    folder = Path(os.environ.get("ACTPRM_SHARED_DATA") or SHARED / "data") / name
+    if folder.is_dir():
+        return folder
+    not_found = f"{folder} not found (put the project's shared/data beside the checkout or set ACTPRM_SHARED_DATA)"
+    repo_id = BENCHMARKS_ON_THE_HUB.get(name)
+    if repo_id is None:
+        missing(f"{not_found}; the tests need its files, which the Hub has not in this layout")
+    if reason := hub_unreachable():
+        missing(f"{not_found}, and {repo_id} cannot be read instead: {reason}")
+    from actprm.data.loaders import _hub_records
+
+    folder, subsets = tmp_path_factory.mktemp(name), defaultdict(list)
+    for record in _hub_records(repo_id, name, None, None)[1]:
+        subsets[record.name].append(record.data)
+    for subset, records in subsets.items():
+        (folder / f"{subset}.json").write_text(json.dumps(records), encoding="utf-8")
+    return folder
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data``: ProcessBench, PRMBench and PRM800K as laid out in its README."""
-    return shared_path("data", "ACTPRM_SHARED_DATA")
+def processbench_data(tmp_path_factory) -> Path:
+    """ProcessBench: ``<subset>.json`` lists as laid out in the shared data's README (from the Hub if need be)."""
+    return benchmark_folder("processbench", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def prmbench_data(tmp_path_factory) -> Path:
+    """PRMBench: the 25 ``*.jsonl`` files of the shared data's README."""
+    return benchmark_folder("prmbench", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def prm800k_data(tmp_path_factory) -> Path:
+    """PRM800K phase 1, step-rated: the two parquet files of the shared data's README."""
+    return benchmark_folder("prm800k", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -44,13 +44,13 @@ def load_with_warnings(*args, **kwargs) -> tuple[Dataset, list[SkippedRecordsWar
 # ProcessBench ------------------------------------------------------------------------------
 
 
-def test_processbench_folder_has_every_subset_with_readme_counts(shared_data):
-    dataset = load_steps(shared_data / "processbench")
+def test_processbench_folder_has_every_subset_with_readme_counts(processbench_data):
+    dataset = load_steps(processbench_data)
     assert list(dataset.features)[:5] == list(FEATURES)
     for subset, (items, all_correct) in PROCESSBENCH_COUNTS.items():
         labels = [label for label, s in zip(dataset["label"], dataset["subset"]) if s == subset]
         assert (len(labels), labels.count(-1)) == (items, all_correct)
-    raw = json.loads((shared_data / "processbench" / "math.json").read_text())
+    raw = json.loads((processbench_data / "math.json").read_text())
     row = dataset.filter(lambda r: r["id"] == raw[1]["id"])[0]
     for column in ("problem", "steps", "label", "generator"):
         assert row[column] == raw[1][column]
@@ -58,33 +58,33 @@ def test_processbench_folder_has_every_subset_with_readme_counts(shared_data):
     assert row["step_labels"] == [1] * error + [0] + [None] * (len(row["steps"]) - error - 1)
 
 
-def test_processbench_subset_picks_subsets(shared_data):
-    gsm8k = load_steps(shared_data / "processbench", subset="gsm8k")
+def test_processbench_subset_picks_subsets(processbench_data, prmbench_data):
+    gsm8k = load_steps(processbench_data, subset="gsm8k")
     assert (len(gsm8k), gsm8k["label"].count(-1)) == PROCESSBENCH_COUNTS["gsm8k"]
-    two = load_steps(shared_data / "processbench", subset=["math", "omnimath"])
+    two = load_steps(processbench_data, subset=["math", "omnimath"])
     assert sorted(set(two["subset"])) == ["math", "omnimath"] and len(two) == 2000
     with pytest.raises(ValueError, match="unknown ProcessBench subset"):
-        load_steps(shared_data / "processbench", subset="aime")
+        load_steps(processbench_data, subset="aime")
     with pytest.raises(ValueError, match="subset picks ProcessBench subsets"):
-        load_steps(shared_data / "prmbench", subset="gsm8k")
+        load_steps(prmbench_data, subset="gsm8k")
 
 
 # PRMBench ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def prmbench_raw(shared_data) -> list[tuple[Path, int, dict]]:
+def prmbench_raw(prmbench_data) -> list[tuple[Path, int, dict]]:
     """(file, line number, record) of every PRMBench record, files in name order."""
     return [
         (path, number, json.loads(line))
-        for path in sorted((shared_data / "prmbench").glob("*.jsonl"))
+        for path in sorted(prmbench_data.glob("*.jsonl"))
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
     ]
 
 
 @pytest.fixture(scope="module")
-def prmbench(shared_data) -> tuple[Dataset, list[SkippedRecordsWarning]]:
-    return load_with_warnings(shared_data / "prmbench")
+def prmbench(prmbench_data) -> tuple[Dataset, list[SkippedRecordsWarning]]:
+    return load_with_warnings(prmbench_data)
 
 
 def test_prmbench_builds_the_official_samples(prmbench, prmbench_raw):
@@ -137,15 +137,15 @@ def test_prmbench_duplicate_ids_keep_the_first_and_are_reported(prmbench, prmben
 
 
 @pytest.fixture(scope="module")
-def prm800k_train(shared_data) -> Dataset:
-    return load_steps(shared_data / "prm800k", split="phase1_train")
+def prm800k_train(prm800k_data) -> Dataset:
+    return load_steps(prm800k_data, split="phase1_train")
 
 
 @pytest.fixture(scope="module")
-def prm800k_train_ratings(shared_data) -> dict[tuple[str, tuple[str, ...]], list]:
+def prm800k_train_ratings(prm800k_data) -> dict[tuple[str, tuple[str, ...]], list]:
     """Every rating of each (problem, steps up to and including the rated one), from the raw rows."""
     ratings = defaultdict(list)
-    for row in pq.read_table(shared_data / "prm800k" / "phase1_train.stepwise-critic.parquet").to_pylist():
+    for row in pq.read_table(prm800k_data / "phase1_train.stepwise-critic.parquet").to_pylist():
         ratings[row["instruction"], (*row["responses"], row["next_response"])].append(row["rating"])
     return ratings
 
@@ -183,11 +183,11 @@ def test_prm800k_disagreeing_and_human_ratings_are_unknown(prm800k_train, prm800
     assert len(set(prm800k_train["id"])) == len(prm800k_train)
 
 
-def test_prm800k_test_split_gives_every_maximal_trajectory_once(shared_data):
-    rows = pq.read_table(shared_data / "prm800k" / "phase1_test.stepwise-critic.parquet").to_pylist()
+def test_prm800k_test_split_gives_every_maximal_trajectory_once(prm800k_data):
+    rows = pq.read_table(prm800k_data / "phase1_test.stepwise-critic.parquet").to_pylist()
     paths = {(r["instruction"], (*r["responses"], r["next_response"])) for r in rows}
     extended = {(r["instruction"], tuple(r["responses"][:end])) for r in rows for end in range(len(r["responses"]) + 1)}
-    dataset = load_steps(shared_data / "prm800k", split="phase1_test")
+    dataset = load_steps(prm800k_data, split="phase1_test")
     assert sorted((r["problem"], tuple(r["steps"])) for r in dataset) == sorted(paths - extended)
     assert {r["id"].split("-")[0] for r in dataset} == {"phase1_test"}
 
@@ -255,9 +255,9 @@ def test_prm800k_raw_bad_rating_names_line_and_field(tmp_path):
 # TRL stepwise supervision ------------------------------------------------------------------
 
 
-def test_trl_round_trip_keeps_ids_steps_and_labels(shared_data):
+def test_trl_round_trip_keeps_ids_steps_and_labels(processbench_data):
     prm800k = load_steps(SAMPLES_DIR / "prm800k_sample.parquet").filter(lambda row: row["label"] is not None)
-    for dataset in (load_steps(shared_data / "processbench", subset="gsm8k"), prm800k):
+    for dataset in (load_steps(processbench_data, subset="gsm8k"), prm800k):
         trl = to_trl_stepwise(dataset)
         assert trl.column_names[:3] == ["prompt", "completions", "labels"]
         for row, exported in zip(dataset, trl):
@@ -269,12 +269,12 @@ def test_trl_round_trip_keeps_ids_steps_and_labels(shared_data):
             assert back[column] == dataset[column]
 
 
-def test_trl_labels_every_step_and_keeps_known_labels_after_the_first_error(shared_data):
+def test_trl_labels_every_step_and_keeps_known_labels_after_the_first_error(processbench_data):
     prmbench = load_steps(SAMPLES_DIR / "prmbench_sample.jsonl")
     trl = to_trl_stepwise(prmbench)
     assert trl["labels"] == [[bool(v) for v in labels] for labels in prmbench["step_labels"]]
     assert from_trl_stepwise(trl)["step_labels"] == prmbench["step_labels"]
-    gsm8k = to_trl_stepwise(load_steps(shared_data / "processbench" / "gsm8k.json"))
+    gsm8k = to_trl_stepwise(load_steps(processbench_data / "gsm8k.json"))
     erroneous = next(r for r in gsm8k if not all(r["labels"]))
     first = erroneous["labels"].index(False)
     assert not any(erroneous["labels"][first:])  # unknown steps after the first error are False
@@ -411,36 +411,36 @@ def test_skip_reports_each_bad_record_and_why(tmp_path):
         load_steps(path, on_error="ignore")
 
 
-def test_format_inference_on_the_shared_files(shared_data, tmp_path):
-    assert infer_format(shared_data / "processbench" / "omnimath.json") == "processbench"
-    assert infer_format(shared_data / "prmbench" / "prm_test_p12_multi_solutions.jsonl") == "prmbench"
-    assert infer_format(shared_data / "prm800k" / "phase1_test.stepwise-critic.parquet") == "prm800k"
+def test_format_inference_on_the_shared_files(processbench_data, prmbench_data, prm800k_data, tmp_path):
+    assert infer_format(processbench_data / "omnimath.json") == "processbench"
+    assert infer_format(prmbench_data / "prm_test_p12_multi_solutions.jsonl") == "prmbench"
+    assert infer_format(prm800k_data / "phase1_test.stepwise-critic.parquet") == "prm800k"
     assert infer_format(write_jsonl(tmp_path / "raw.jsonl", RAW_PRM800K)) == "prm800k"
     with pytest.raises(ValueError, match="pass format="):
         infer_format(write_jsonl(tmp_path / "other.jsonl", [{"text": "hello"}]))
 
 
-def test_folder_split_and_missing_sources(shared_data, tmp_path):
+def test_folder_split_and_missing_sources(prm800k_data, processbench_data, prmbench_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="'phase9'"):
-        load_steps(shared_data / "prm800k", split="phase9")
+        load_steps(prm800k_data, split="phase9")
     with pytest.raises(ValueError, match="single file"):
-        load_steps(shared_data / "processbench" / "gsm8k.json", split="test")
+        load_steps(processbench_data / "gsm8k.json", split="test")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_steps(tmp_path / "absent.jsonl")
-    test_only = load_steps(shared_data / "prmbench", split="p1")
+    test_only = load_steps(prmbench_data, split="p1")
     assert len(test_only) and all("_p1_" in i for i in test_only["id"])
 
 
 # Shipped samples ---------------------------------------------------------------------------
 
 
-def test_shipped_samples_are_small_real_slices(shared_data):
+def test_shipped_samples_are_small_real_slices(processbench_data):
     files = sorted(path for path in SAMPLES_DIR.iterdir() if path.suffix != ".md")
     names = ["prm800k_sample.parquet", "prmbench_sample.jsonl", "processbench_gsm8k_sample.json"]
     assert [f.name for f in files] == names
     assert all(f.stat().st_size < 50_000 for f in files)
     processbench = load_steps(SAMPLES_DIR / "processbench_gsm8k_sample.json")
-    full = {r["id"]: r for r in json.loads((shared_data / "processbench" / "gsm8k.json").read_text())}
+    full = {r["id"]: r for r in json.loads((processbench_data / "gsm8k.json").read_text())}
     assert all(full[r["id"]]["steps"] == r["steps"] and full[r["id"]]["label"] == r["label"] for r in processbench)
     assert -1 in processbench["label"] and any(label >= 0 for label in processbench["label"])
     prmbench = load_steps(SAMPLES_DIR / "prmbench_sample.jsonl")

@@ -45,11 +45,11 @@ def scorer(model_dir):
 
 
 @pytest.fixture(scope="module")
-def processbench_slice(shared_data, tmp_path_factory):
+def processbench_slice(processbench_data, tmp_path_factory):
     """Per subset, the first 5 all-correct and the first 5 erroneous solutions, in ProcessBench's own files."""
     folder = tmp_path_factory.mktemp("processbench")
     for subset in PROCESSBENCH_SUBSETS:
-        records = json.loads((shared_data / "processbench" / f"{subset}.json").read_text())
+        records = json.loads((processbench_data / f"{subset}.json").read_text())
         correct = [r for r in records if r["label"] == -1][:5]
         wrong = [r for r in records if r["label"] != -1][:5]
         (folder / f"{subset}.json").write_text(json.dumps(correct + wrong))
@@ -57,11 +57,11 @@ def processbench_slice(shared_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prmbench_slice(shared_data, tmp_path_factory):
+def prmbench_slice(prmbench_data, tmp_path_factory):
     """The first 4 records of three PRMBench files (the redundancy ones also give all-correct samples)."""
     folder = tmp_path_factory.mktemp("prmbench")
     for name in PRMBENCH_FILES:
-        lines = (shared_data / "prmbench" / name).read_text().splitlines(keepends=True)[:4]
+        lines = (prmbench_data / name).read_text().splitlines(keepends=True)[:4]
         (folder / name).write_text("".join(lines))
     return folder
 

@@ -87,17 +87,17 @@ def run(tiny_backbone, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def summaries(run, shared_data, tmp_path_factory):
+def summaries(run, processbench_data, prmbench_data, tmp_path_factory):
     """``actprm eval`` summaries of the run's model on small ProcessBench and PRMBench slices."""
     folder = tmp_path_factory.mktemp("benchmarks")
     (folder / "processbench").mkdir()
     for subset in PROCESSBENCH_SUBSETS:
-        records = json.loads((shared_data / "processbench" / f"{subset}.json").read_text())
+        records = json.loads((processbench_data / f"{subset}.json").read_text())
         chosen = [r for r in records if r["label"] == -1][:2] + [r for r in records if r["label"] != -1][:2]
         (folder / "processbench" / f"{subset}.json").write_text(json.dumps(chosen))
     (folder / "prmbench").mkdir()
     for name in ("prm800k_test_p1_4o_circular.jsonl", "prm800k_test_p1_4o_redundency.jsonl"):
-        lines = (shared_data / "prmbench" / name).read_text().splitlines(keepends=True)[:3]
+        lines = (prmbench_data / name).read_text().splitlines(keepends=True)[:3]
         (folder / "prmbench" / name).write_text("".join(lines))
     scorer = StepScorer.from_pretrained(run.args.output_dir)
     options = {"batch_size": 4, "show_progress": False}

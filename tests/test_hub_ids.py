@@ -67,7 +67,7 @@ print("RESULT", json.dumps({
 
 
 @pytest.fixture(scope="module")
-def hub_root(shared_data, tiny_backbone, tmp_path_factory) -> Path:
+def hub_root(processbench_data, tiny_backbone, tmp_path_factory) -> Path:
     """Folders laid out as the Hub repos the test loads by id."""
     root = tmp_path_factory.mktemp("hub")
     for repo, readme in (("Qwen/ProcessBench", PROCESSBENCH_README), ("user/processbench-by-config", BY_CONFIG_README)):
@@ -75,7 +75,7 @@ def hub_root(shared_data, tiny_backbone, tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         (folder / "README.md").write_text(readme)
         for subset in SUBSETS:
-            items = json.loads((shared_data / "processbench" / f"{subset}.json").read_text())[:ITEMS_PER_SUBSET]
+            items = json.loads((processbench_data / f"{subset}.json").read_text())[:ITEMS_PER_SUBSET]
             (folder / f"{subset}.json").write_text(json.dumps(items))
     pool = root / "datasets" / "user" / "pool" / "data"
     pool.mkdir(parents=True)

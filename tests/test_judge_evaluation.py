@@ -31,14 +31,14 @@ GSM8K_IDS = ("gsm8k-126", "gsm8k-147", "gsm8k-386", "gsm8k-370")
 
 
 @pytest.fixture(scope="module")
-def processbench_slice(shared_data, tmp_path_factory):
+def processbench_slice(processbench_data, tmp_path_factory):
     """A ProcessBench folder of a few real items per subset (two erroneous and two all-correct in GSM8K,
     the shortest erroneous and all-correct solutions in MATH)."""
     folder = tmp_path_factory.mktemp("processbench-slice")
-    gsm8k = json.loads((shared_data / "processbench" / "gsm8k.json").read_text())
+    gsm8k = json.loads((processbench_data / "gsm8k.json").read_text())
     (folder / "gsm8k.json").write_text(json.dumps([r for r in gsm8k if r["id"] in GSM8K_IDS]))
     math_records = sorted(
-        json.loads((shared_data / "processbench" / "math.json").read_text()),
+        json.loads((processbench_data / "math.json").read_text()),
         key=lambda r: len(r["problem"]) + sum(map(len, r["steps"])),
     )
     shortest = [next(r for r in math_records if r["label"] != -1), next(r for r in math_records if r["label"] == -1)]

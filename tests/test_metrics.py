@@ -40,17 +40,17 @@ PRMBENCH_CLASSES = (
 
 
 @pytest.fixture(scope="module")
-def processbench(shared_data):
-    folder = shared_data / "processbench"
+def processbench(processbench_data):
+    folder = processbench_data
     return {name: json.loads((folder / f"{name}.json").read_text()) for name in PROCESSBENCH_SUBSETS}
 
 
 @pytest.fixture(scope="module")
-def prmbench(shared_data):
+def prmbench(prmbench_data):
     """The samples of the official ``prmtest_classified`` task: one per (classification, idx), first
     occurrence kept, plus one all-correct control per ``redundency`` record."""
     samples, seen = [], set()
-    for path in sorted((shared_data / "prmbench").glob("*.jsonl")):
+    for path in sorted(prmbench_data.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             record = json.loads(line)
             if record["classification"] == "redundency" and f"correct_{record['idx']}" not in seen:

@@ -99,11 +99,11 @@ def test_gguf_needs_the_gguf_package(smollm2_gguf, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def prm800k_short(shared_data) -> list[dict]:
+def prm800k_short(prm800k_data) -> list[dict]:
     """Rated PRM800K phase-1 train trajectories, shortest first, one per problem."""
     from actprm.data import load_steps
 
-    dataset = load_steps(shared_data / "prm800k", split="phase1_train")
+    dataset = load_steps(prm800k_data, split="phase1_train")
     lengths = [len(problem) + sum(map(len, steps)) for problem, steps in zip(dataset["problem"], dataset["steps"])]
     rows, problems = [], set()
     for index in sorted(range(len(lengths)), key=lengths.__getitem__):
@@ -249,9 +249,9 @@ def test_online_mode_with_smollm2_as_the_judge(
 
 
 @pytest.fixture(scope="module")
-def gsm8k_slice(shared_data, tmp_path_factory):
+def gsm8k_slice(processbench_data, tmp_path_factory):
     """The 2 shortest all-correct and 2 shortest erroneous ProcessBench GSM8K solutions, in its own format."""
-    records = json.loads((shared_data / "processbench" / "gsm8k.json").read_text())
+    records = json.loads((processbench_data / "gsm8k.json").read_text())
     records.sort(key=lambda r: len(r["problem"]) + sum(map(len, r["steps"])))
     folder = tmp_path_factory.mktemp("processbench-gsm8k")
     chosen = [r for r in records if r["label"] == -1][:2] + [r for r in records if r["label"] != -1][:2]

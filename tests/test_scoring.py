@@ -80,9 +80,9 @@ def scorers(model_dirs):
 
 
 @pytest.fixture(scope="module")
-def items(shared_data):
+def items(processbench_data):
     """Three real GSM8K solutions of ProcessBench."""
-    return load_steps(shared_data / "processbench" / "gsm8k.json").select(range(3))
+    return load_steps(processbench_data / "gsm8k.json").select(range(3))
 
 
 def test_kind_is_read_from_the_checkpoint(scorers):
@@ -169,8 +169,8 @@ def test_process_reward_scores_equal_the_official_recipe_per_prefix(scorers, ite
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_length_grouping_returns_items_in_input_order(scorers, shared_data, kind):
-    items = load_steps(shared_data / "processbench" / "gsm8k.json").select(range(7))
+def test_length_grouping_returns_items_in_input_order(scorers, processbench_data, kind):
+    items = load_steps(processbench_data / "gsm8k.json").select(range(7))
     grouped = scorers[kind].score(items, batch_size=3, show_progress=False)
     unsorted = scorers[kind].score(items, batch_size=3, group_by_length=False, show_progress=False)
     single = scorers[kind].score(items, batch_size=1, show_progress=False)

@@ -18,9 +18,9 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def items(shared_data):
+def items(processbench_data):
     """Three real GSM8K solutions of ProcessBench."""
-    return list(load_steps(shared_data / "processbench" / "gsm8k.json").select(range(3)))
+    return list(load_steps(processbench_data / "gsm8k.json").select(range(3)))
 
 
 @pytest.fixture(scope="module")
