@@ -1,6 +1,7 @@
 """``import actprm`` and the commands' ``--help`` load no heavy library (times: benchmarks/cli_startup.py)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -48,3 +49,18 @@ def test_public_names_load_on_first_use():
     assert set(actprm.__all__) <= set(dir(actprm))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         actprm.nothing
+
+
+def test_train_help_lists_actprm_options_first_each_once_and_marks_the_required():
+    out = help_of("train", "--help")["out"]
+    headings = [line for line in out.splitlines() if line.endswith(":") and not line.startswith((" ", "usage"))]
+    assert headings == ["options:", "data:", "model (TRL's ModelConfig):", "judge:",
+                        "active PRM training (ActivePRMConfig):", "run:",
+                        "transformers' TrainingArguments (as in any Trainer):"]  # fmt: skip
+    assert out.index("\n  --selection_strategy") < out.index("\n  --learning_rate")
+    flags = re.findall(r"^  (--\w+)", out, re.M)
+    assert len(flags) == len(set(flags)) and "--judge_cache_path" in flags and "--judge_cache" not in flags
+    assert out.startswith("usage: actprm train [-h] [--config CONFIG.yaml] --dataset DATASET --model_name_or_path")
+    for flag in ("--dataset", "--model_name_or_path"):
+        assert "(required) " in out.split(f"\n  {flag} ", 1)[1].split("\n  --", 1)[0], flag
+    assert out.count("(required)") == 2

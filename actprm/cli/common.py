@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -91,13 +93,11 @@ class JudgeArguments:
                   "parseable answer (openai); 1 disables the check."},
     )
     judge_unparseable_window: int = field(default=50, metadata={"help": "Items the unparseable share is taken over."})
-    judge_cache: str | None = field(default=None, metadata={"help": "sqlite cache of judge answers; default: in the output folder."})
 
-    def build(self) -> Judge | None:
-        """The judge these arguments describe (``None`` for ``--judge none``)."""
+    def build(self, cache: str | None = None) -> Judge | None:
+        """The judge these arguments describe (``None`` for ``--judge none``), its answers cached in ``cache``."""
         from ..judges import ArithmeticJudge, OpenAIJudge, OracleJudge, TransformersJudge
 
-        cache = self.judge_cache
         if self.judge == "none":
             return None
         if self.judge == "oracle":
@@ -127,6 +127,33 @@ class JudgeArguments:
             unparseable_window=self.judge_unparseable_window,
             cache_path=cache,
         )
+
+
+@dataclass
+class CachedJudgeArguments(JudgeArguments):
+    """A judge and the cache of its answers (``actprm train`` has ``--judge_cache_path`` instead)."""
+
+    judge_cache: str | None = field(default=None, metadata={"help": "sqlite cache of judge answers; default: in the output folder."})
+
+    def build(self, cache: str | None = None) -> Judge | None:
+        """The judge, its answers cached in ``cache``, else in ``--judge_cache``."""
+        return super().build(cache or self.judge_cache)
+
+
+def show_groups_first(parser: argparse.ArgumentParser, groups: Sequence[tuple[str, Iterable[str]]]) -> None:
+    """Make ``parser``'s help list each group's options (by name), under its title and in order, after ``-h``
+    alone (as TRL's CLI lists a script's own arguments before the TrainingArguments); the usage line names only
+    the required options and a required option's help says so."""
+    required = [action for action in parser._actions if action.required]
+    for action in required:
+        action.help = f"(required) {action.help}"
+    named = " ".join(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}" for action in required)
+    parser.usage = f"{parser.prog} [-h] [--config CONFIG.yaml] {named} [options]"
+    options = parser._optionals._group_actions
+    for title, names in groups:
+        names = set(names)
+        parser.add_argument_group(title)._group_actions.extend(action for action in options if action.dest in names)
+        options[:] = [action for action in options if action.dest not in names]
 
 
 def check_model_path(name_or_path: str, gguf_file: str | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from trl import TrlParser
 
-from .common import JudgeArguments
+from .common import CachedJudgeArguments
 from .score import ScorerArguments
 
 HELP = (
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     The threshold and the data are checked before the model is loaded, so bad input fails at once.
     """
     if "-h" in argv or "--help" in argv:  # the help shows both modes' options
-        TrlParser((ScorerArguments, JudgeArguments, EvalArguments), prog="actprm eval", description=HELP).parse_args(argv)
+        TrlParser((ScorerArguments, CachedJudgeArguments, EvalArguments), prog="actprm eval", description=HELP).parse_args(argv)
     if _judge_requested(argv):
         return _evaluate_judge(argv)
     parser = TrlParser((ScorerArguments, EvalArguments), prog="actprm eval", description=HELP)
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
 
 def _evaluate_judge(argv: list[str]) -> int:
     """``actprm eval --judge ...``: the judge's ProcessBench accuracy, F1 and unparseable share."""
-    parser = TrlParser((JudgeArguments, EvalArguments), prog="actprm eval", description=HELP)
+    parser = TrlParser((CachedJudgeArguments, EvalArguments), prog="actprm eval", description=HELP)
     judge_args, args = parser.parse_args_and_config(argv)
     from ..data import load_steps
     from ..evaluation import TABLE_FILE

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .common import DataArguments, JudgeArguments, read_summary
+from .common import CachedJudgeArguments, DataArguments, read_summary
 
 HELP = "label a dataset's trajectories with a judge (resumable; answers are cached)"
 
@@ -24,7 +24,7 @@ class LabelArguments:
 
 
 def main(argv: list[str]) -> int:
-    parser = TrlParser((DataArguments, JudgeArguments, LabelArguments), prog="actprm label", description=HELP)
+    parser = TrlParser((DataArguments, CachedJudgeArguments, LabelArguments), prog="actprm label", description=HELP)
     data_args, judge_args, label_args = parser.parse_args_and_config(argv)
     from tqdm.auto import tqdm
 

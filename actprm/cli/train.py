@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl import ModelConfig, TrlParser
 
-from .common import DataArguments, JudgeArguments, check_model_path
+from .common import DataArguments, JudgeArguments, check_model_path, show_groups_first
 
 HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
 
@@ -26,15 +26,31 @@ class RunArguments:
     )
 
 
-def main(argv: list[str]) -> int:
+def parser() -> TrlParser:
+    """The parser of ``actprm train``; its help lists actprm's options before transformers' TrainingArguments."""
+    from transformers import TrainingArguments
+
     from ..training_args import ActivePRMConfig  # transformers' TrainingArguments: torch and accelerate
 
     parser = TrlParser(
         (DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig, RunArguments), prog="actprm train", description=HELP
     )
-    data_args, judge_args, training_args, model_args, run_args = parser.parse_args_and_config(argv)
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required (a causal LM to put heads on, or an ensemble PRM checkpoint)")
+    model = parser._option_string_actions["--model_name_or_path"]
+    model.required, model.help = True, "A causal LM to put heads on, or an ensemble PRM checkpoint (folder or Hub id)."
+    inherited = {item.name for item in fields(TrainingArguments)}
+    show_groups_first(parser, [
+        ("data", [item.name for item in fields(DataArguments)]),
+        ("model (TRL's ModelConfig)", [item.name for item in fields(ModelConfig)]),
+        ("judge", [item.name for item in fields(JudgeArguments)]),
+        ("active PRM training (ActivePRMConfig)", [item.name for item in fields(ActivePRMConfig) if item.name not in inherited]),
+        ("run", [item.name for item in fields(RunArguments)]),
+        ("transformers' TrainingArguments (as in any Trainer)", inherited),
+    ])  # fmt: skip
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    data_args, judge_args, training_args, model_args, run_args = parser().parse_args_and_config(argv)
     check_model_path(model_args.model_name_or_path, run_args.gguf_file)
     train_dataset, judge = data_args.load(), judge_args.build()
     if run_args.dry_run:
