@@ -26,31 +26,44 @@ class RunArguments:
     )
 
 
-def parser() -> TrlParser:
-    """The parser of ``actprm train``; its help lists actprm's options before transformers' TrainingArguments."""
-    from transformers import TrainingArguments
+HELP_ALL = "--help-all"
+TRAINING_ARGUMENTS_NOTE = (
+    "Every option of transformers' TrainingArguments is taken too (--learning_rate, --num_train_epochs, "
+    f"--per_device_train_batch_size, --bf16, --report_to, ...); `actprm train {HELP_ALL}` lists them."
+)
 
-    from ..training_args import ActivePRMConfig  # transformers' TrainingArguments: torch and accelerate
 
+def build_parser(*, training_arguments: bool = True) -> TrlParser:
+    """The parser of ``actprm train``: its help lists actprm's options, then transformers' TrainingArguments;
+    without ``training_arguments`` (a parser for ``--help`` only) it loads neither torch nor transformers."""
+    from ..training_options import ActivePRMOptions
+
+    own = [("data", DataArguments), ("model (TRL's ModelConfig)", ModelConfig), ("judge", JudgeArguments),
+           ("active PRM training (ActivePRMConfig)", ActivePRMOptions), ("run", RunArguments)]  # fmt: skip
+    groups = [(title, [item.name for item in fields(options)]) for title, options in own]
+    if training_arguments:
+        from ..training_args import ActivePRMConfig  # transformers' TrainingArguments: torch and accelerate
+
+        config, epilog = ActivePRMConfig, None
+        inherited = {item.name for item in fields(ActivePRMConfig)} - {item.name for item in fields(ActivePRMOptions)}
+        groups.append(("transformers' TrainingArguments (as in any Trainer)", inherited))
+    else:
+        config, epilog = ActivePRMOptions, TRAINING_ARGUMENTS_NOTE
     parser = TrlParser(
-        (DataArguments, JudgeArguments, ActivePRMConfig, ModelConfig, RunArguments), prog="actprm train", description=HELP
+        (DataArguments, JudgeArguments, config, ModelConfig, RunArguments), prog="actprm train", description=HELP,
+        epilog=epilog,
     )
+    parser.add_argument(HELP_ALL, action="help", help="show this help with transformers' TrainingArguments, and exit")
     model = parser._option_string_actions["--model_name_or_path"]
     model.required, model.help = True, "A causal LM to put heads on, or an ensemble PRM checkpoint (folder or Hub id)."
-    inherited = {item.name for item in fields(TrainingArguments)}
-    show_groups_first(parser, [
-        ("data", [item.name for item in fields(DataArguments)]),
-        ("model (TRL's ModelConfig)", [item.name for item in fields(ModelConfig)]),
-        ("judge", [item.name for item in fields(JudgeArguments)]),
-        ("active PRM training (ActivePRMConfig)", [item.name for item in fields(ActivePRMConfig) if item.name not in inherited]),
-        ("run", [item.name for item in fields(RunArguments)]),
-        ("transformers' TrainingArguments (as in any Trainer)", inherited),
-    ])  # fmt: skip
+    show_groups_first(parser, groups)
     return parser
 
 
 def main(argv: list[str]) -> int:
-    data_args, judge_args, training_args, model_args, run_args = parser().parse_args_and_config(argv)
+    if "-h" in argv or "--help" in argv:
+        build_parser(training_arguments=False).parse_args(["--help"])
+    data_args, judge_args, training_args, model_args, run_args = build_parser().parse_args_and_config(argv)
     check_model_path(model_args.model_name_or_path, run_args.gguf_file)
     train_dataset, judge = data_args.load(), judge_args.build()
     if run_args.dry_run:
