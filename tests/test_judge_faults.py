@@ -95,13 +95,14 @@ def test_a_garbage_judge_stops_training_loudly_within_its_window(tiny_backbone, 
     print(f"garbage judge spend before it stopped: {served['critiques']} critiques, {judge.stats.tokens} tokens")
 
 
-def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_backbone, tmp_path, caplog):
+@pytest.mark.parametrize("in_flight", [4, 0], ids=["async", "sync"])
+def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_backbone, tmp_path, caplog, in_flight):
     generated = make_arithmetic_dataset(24, seed=13)
     unlucky = generated[5]["problem"]
-    # synchronous judging, so that the failed row is asked again together with the next batch: asked
-    # alone at the end (as can happen with batches in flight), its failure reads as the judge being down
+    # with batches in flight the failed row is asked again alone at the end: the server still answers
+    # a probe, so that is the row failing, not the judge being down
     args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=8,
-                       judge_item_attempts=2, max_judge_batches_in_flight=0)
+                       judge_item_attempts=2, max_judge_batches_in_flight=in_flight)
     with critic_server(0.0, "--fail_on", unlucky) as (url, stats, _):
         trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated),
                                    judge=fault_judge(url, max_retries=1))
