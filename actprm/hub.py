@@ -21,7 +21,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,35 @@ def _create_repo(api: HfApi, repo_id: str, repo_type: str, private: bool, revisi
     if revision not in (None, DEFAULT_REVISION):
         api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
     return repo_id
+
+
+class _UploadsLeavingOut:
+    """An `HfApi` whose folder uploads also leave out ``patterns`` (its other methods are the api's own)."""
+
+    def __init__(self, api: HfApi, patterns: list[str]):
+        self._api, self._patterns = api, patterns
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def upload_folder(self, *, ignore_patterns: list[str] | str | None = None, **kwargs: Any) -> Any:
+        given = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+        return self._api.upload_folder(ignore_patterns=[*given, *self._patterns], **kwargs)
+
+
+@contextmanager
+def trainer_uploads_leaving_out(patterns: Iterable[str]) -> Iterator[None]:
+    """Within, the folder uploads of `transformers.Trainer` (its checkpoint pushes) also leave out the files
+    matching ``patterns`` (``fnmatch`` patterns on paths relative to the uploaded folder). The patterns are
+    fixed when an upload starts, so an upload still running in the background after the block keeps them."""
+    from transformers import trainer as trainer_module
+
+    shared, patterns = trainer_module.hf_api, list(patterns)
+    trainer_module.hf_api = lambda: _UploadsLeavingOut(shared(), patterns)
+    try:
+        yield
+    finally:
+        trainer_module.hf_api = shared
 
 
 def model_files(model_dir: str | os.PathLike) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,9 @@ class ActiveLearningState:
     """With `importance_weighting`, each selected row's loss weight: 1 / its latest selection probability."""
     judge_failed: FailedItems = field(default_factory=FailedItems)
     """Rows the judge failed on while it answered others: retried in later batches, then skipped."""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Who pays for the judge's answers (`JudgeCache.payer`): one killed after its checkpoint finds them in the
+    cache on resume and counts them as its own judge calls, not as cache hits."""
 
     COUNTERS = (
         "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
@@ -527,7 +531,9 @@ class ActivePRMTrainer(Trainer):
             records = [self.pool[row] for row in rows]
             not_asked, retry, labelled_rows, labelled, annotations = [], [], [], [], []
             for row, record, result in zip(rows, records, results):
-                active.judge_tokens += 0 if getattr(result, "cached", False) else result.tokens
+                # paid: answered by the judge, or from the cache but paid by this run before it was killed
+                paid = isinstance(result, JudgeFailure) or not (result.cached or row in active.annotated_rows)
+                active.judge_tokens += result.tokens if paid else 0
                 if isinstance(result, JudgeFailure):
                     if result.judge_down:
                         not_asked.append(row)
@@ -536,8 +542,8 @@ class ActivePRMTrainer(Trainer):
                         retry.append(row)
                     continue
                 active.judge_failed.succeeded(row)
-                active.judge_calls += 0 if result.cached else 1
-                active.judge_cache_hits += int(result.cached)
+                active.judge_calls += int(paid)
+                active.judge_cache_hits += int(not paid)
                 labelled_rows.append(row)
                 labelled.append({**{k: record[k] for k in CANONICAL_COLUMNS}, "label": result.first_error,
                                  "step_labels": result.step_labels})
@@ -668,11 +674,39 @@ class ActivePRMTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        state_file = folder / STATE_FILE.format(rank=self.accelerator.process_index)
+        state_file = self._state_file(folder)
         state_file.unlink(missing_ok=True)  # saving a step again: incomplete until its state is written anew
         super()._save_checkpoint(model, trial)
+        self._write_state(folder)
+
+    def _write_state(self, folder: Path) -> None:
+        """This process's active-learning state, in a checkpoint folder (which it completes)."""
         state = {**asdict(self.active), "judge_queue": self._rows_to_judge()}  # rows in flight are saved as queued
-        state_file.write_text(json.dumps(state, default=sorted))  # sets as sorted lists
+        self._state_file(folder).write_text(json.dumps(state, default=sorted))  # sets as sorted lists
+
+    def _state_file(self, folder: Path) -> Path:
+        return folder / STATE_FILE.format(rank=self.accelerator.process_index)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`."""
+        from .hub import trainer_uploads_leaving_out
+
+        if self.args.push_judge_data:
+            self._write_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
+            return super()._push_from_checkpoint(checkpoint_folder)
+        with trainer_uploads_leaving_out(self._judge_data_patterns()):
+            super()._push_from_checkpoint(checkpoint_folder)
+
+    def _judge_data_patterns(self) -> list[str]:
+        """Upload patterns of the judge's data: annotations (per-rank files too), the judge cache (and its
+        sqlite side files) where they are in `output_dir`, and every active-learning state file."""
+        patterns = [STATE_FILE.format(rank="*")]
+        annotations = self.annotations_path
+        cache = self.judge.cache.path if self.judge is not None else Path(self.args.output_dir) / "judge_cache.sqlite"
+        for path in (annotations, annotations.with_name(f"{annotations.stem}.rank*{annotations.suffix}")):
+            patterns.append(os.path.relpath(path, self.args.output_dir))
+        patterns.append(os.path.relpath(cache, self.args.output_dir) + "*")
+        return [pattern for pattern in patterns if not pattern.startswith("..")]
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, also restoring the active-learning state (buffer, judge queue, counters).
@@ -685,9 +719,11 @@ class ActivePRMTrainer(Trainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
         if resume_from_checkpoint:
-            state_file = Path(resume_from_checkpoint) / STATE_FILE.format(rank=self.accelerator.process_index)
+            state_file = self._state_file(Path(resume_from_checkpoint))
             if state_file.exists():
                 self.active = ActiveLearningState(**json.loads(state_file.read_text()))
+        if self.judge is not None:
+            self.judge.cache.payer = self.active.run_id
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
             if self._last_step_unfinished():

@@ -164,3 +164,10 @@ class ActivePRMOptions:
         default=None,
         metadata={"help": "Persistent judge cache (sqlite); `<output_dir>/judge_cache.sqlite` when unset."},
     )
+    push_judge_data: bool = field(
+        default=False,
+        metadata={"help": "With `push_to_hub`, let the checkpoint pushes upload the judge's data too: the annotations "
+                  "and judge cache in `output_dir` and the checkpoints' active-learning state (labels waiting to be "
+                  "trained on; needed to resume from a pushed checkpoint). Off: they stay local; push the labels "
+                  "as a dataset with `actprm push --dataset`."},
+    )

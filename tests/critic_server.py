@@ -6,8 +6,8 @@ like a reasoning model (a think block, then ``\\boxed{k}``). Run as a process:
 first line. With ``--fault_rate``, each request (the availability probe included) is, with probability P, one
 of `FAULTS` instead (drawn from ``--seed``); with ``--garbage`` every critique is answered without a verdict;
 with ``--fail_on TEXT`` every request whose prompt holds TEXT gets a 503.
-``GET /stats`` returns how many chat requests it served, how many were critiques, the faults by kind and
-the most critiques it was answering at once.
+``GET /stats`` returns how many chat requests it served, how many were critiques, the faults by kind, the
+most critiques it was answering at once and how many distinct critique prompts it answered with a verdict.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def completion(body: dict, text: str, number: int, choices: bool = True) -> web.
 
 
 async def serve(delay: float, fault_rate: float, seed: int, slow: float, garbage: bool, fail_on: str | None) -> None:
-    served = {"requests": 0, "critiques": 0, "faults": Counter(), "peak_concurrent_critiques": 0}
+    served = {"requests": 0, "critiques": 0, "faults": Counter(), "peak_concurrent_critiques": 0, "questions_answered": 0}
+    answered: set[str] = set()
     answering = 0
     draw = random.Random(seed)
 
@@ -91,6 +92,9 @@ async def serve(delay: float, fault_rate: float, seed: int, slow: float, garbage
             return completion(body, GARBAGE, served["requests"])
         if fault == "out_of_range":
             return completion(body, "<think>Checked.</think> \\boxed{99}", served["requests"])
+        if is_critique and fault is None:
+            answered.add(content)
+            served["questions_answered"] = len(answered)
         return completion(body, critique(content), served["requests"], choices=fault != "no_choices")
 
     async def stats(request: web.Request) -> web.Response:

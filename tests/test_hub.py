@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ from huggingface_hub import (
     metadata_load,
 )
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 
 from conftest import missing
 
@@ -156,11 +159,20 @@ class HubSpy:
             record(api, "create_commit", repo_id=repo_id, files=files, **kwargs)
             return commit_info(repo_id, kwargs)
 
-        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+        def upload_folder(api, *, repo_id, folder_path, run_as_future=False, **kwargs):
             folder = Path(folder_path)
-            files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+            paths = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+            ignored = [*(kwargs.get("ignore_patterns") or []), *DEFAULT_IGNORE_PATTERNS]  # as HfApi filters them
+            kept = filter_repo_objects(paths, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=ignored)
+            prefix = f"{kwargs['path_in_repo']}/" if kwargs.get("path_in_repo") else ""
+            files = {prefix + path: (folder / path).read_bytes() for path in kept}
             record(api, "upload_folder", repo_id=repo_id, files=files, **kwargs)
-            return commit_info(repo_id, kwargs)
+            commit = commit_info(repo_id, kwargs)
+            if not run_as_future:
+                return commit
+            done = Future()
+            done.set_result(commit)
+            return done
 
         def whoami(api, token=None):
             record(api, "whoami")
@@ -401,6 +413,30 @@ def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tm
     assert card.data.model_name == "user/from-trainer" and "arithmetic" in card.data.tags
     report = json.loads(sent["files"][TRAINING_REPORT_FILE])
     assert report["statistics"] == {k: int(v) for k, v in run.active_learning_summary().items()}
+
+
+@pytest.mark.parametrize("push_judge_data", [False, True], ids=["default", "asked"])
+def test_checkpoint_pushes_leave_the_judge_data_local_unless_asked(tiny_backbone, hub, tmp_path, push_judge_data):
+    output_dir = tmp_path / "run"
+    pool = make_arithmetic_dataset(8, seed=3).map(lambda row: {"label": None, "step_labels": None})
+    args = ActivePRMConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=2, num_ensemble=2, head_hidden_size=8,
+        max_length=256, save_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, judge_batch_size=4,
+        selection="all", push_to_hub=True, hub_model_id="user/run", hub_strategy="checkpoint",
+        hub_token=TOKEN, push_judge_data=push_judge_data,
+    )  # fmt: skip
+    ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool, judge=ArithmeticJudge()).train()
+    pushes = hub.named("upload_folder")
+    assert len(pushes) == 2 * 2  # at each of the two saves: output_dir, and the checkpoint as last-checkpoint
+    sent = {name for push in pushes for name in push["files"]}
+    judge_data = {"annotations.jsonl", "judge_cache.sqlite", "last-checkpoint/active_learning_state_rank0.json"}
+    assert {"model.safetensors", "last-checkpoint/model.safetensors", "training_args.bin"} <= sent
+    assert {"annotations.jsonl", "judge_cache.sqlite", "judge_cache.sqlite-wal"} <= {p.name for p in output_dir.iterdir()}
+    if push_judge_data:
+        assert judge_data <= sent
+    else:
+        assert not any(name.startswith(("annotations", "judge_cache")) or "active_learning_state" in name for name in sent)
+    assert all(TOKEN.encode() not in content for push in pushes for content in push["files"].values())
 
 
 def test_bare_repo_name_goes_to_the_token_owner(model_dir, hub):

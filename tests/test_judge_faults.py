@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from critic_server import FAULTS
 from test_trainer import critic_server, make_config, unlabelled
 from trl import TrlParser
@@ -95,13 +102,14 @@ def test_a_garbage_judge_stops_training_loudly_within_its_window(tiny_backbone, 
     print(f"garbage judge spend before it stopped: {served['critiques']} critiques, {judge.stats.tokens} tokens")
 
 
-def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_backbone, tmp_path, caplog):
+@pytest.mark.parametrize("in_flight", [4, 0], ids=["async", "sync"])
+def test_one_trajectory_that_keeps_failing_is_skipped_and_the_run_goes_on(tiny_backbone, tmp_path, caplog, in_flight):
     generated = make_arithmetic_dataset(24, seed=13)
     unlucky = generated[5]["problem"]
-    # synchronous judging, so that the failed row is asked again together with the next batch: asked
-    # alone at the end (as can happen with batches in flight), its failure reads as the judge being down
+    # with batches in flight the failed row is asked again alone at the end: the server still answers
+    # a probe, so that is the row failing, not the judge being down
     args = make_config(tmp_path, selection="all", judge_batch_size=8, per_device_train_batch_size=8,
-                       judge_item_attempts=2, max_judge_batches_in_flight=0)
+                       judge_item_attempts=2, max_judge_batches_in_flight=in_flight)
     with critic_server(0.0, "--fail_on", unlucky) as (url, stats, _):
         trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=unlabelled(generated),
                                    judge=fault_judge(url, max_retries=1))
@@ -134,6 +142,62 @@ def test_a_failed_push_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, cap
     assert error.startswith("actprm push: error: pushing to someone/labels failed: ConnectError")
     assert "check the network" in error and "Traceback" not in stderr
     assert "hf_notarealsecret123" not in error
+
+
+class ReadOnlyHub(BaseHTTPRequestHandler):
+    """A Hub where the token may read the repo but not write to it: creating it is refused (403) but it exists,
+    and every commit is refused (403)."""
+
+    def do_GET(self):  # repo_info: the repo exists
+        self._answer(200, {"id": "user/run", "sha": "0" * 40, "private": False, "siblings": []})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer(403, {"error": "You don't have the rights to write to user/run"})
+
+    def _answer(self, status: int, body: dict):
+        content = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("hub", ["read-only token", "unreachable"])
+def test_cli_train_push_failure_is_one_line_and_keeps_the_trained_model(tiny_backbone, tmp_path, hub):
+    data = tmp_path / "pool.jsonl"
+    make_arithmetic_dataset(8, seed=3).to_json(data)
+    output_dir = tmp_path / "run"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ReadOnlyHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port if hub == 'read-only token' else free_port()}"
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_notarealsecret123"}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "actprm.cli", "train", "--model_name_or_path", tiny_backbone, "--dataset", str(data),
+             "--output_dir", str(output_dir), "--per_device_train_batch_size", "4", "--num_ensemble", "2",
+             "--head_hidden_size", "8", "--max_length", "256", "--judge", "arithmetic", "--hide_labels", "true",
+             "--selection", "all", "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true",
+             "--push_to_hub", "true", "--hub_model_id", "user/run"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+    finally:
+        server.shutdown()
+    error = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "hf_notarealsecret123" not in result.stderr + result.stdout
+    if hub == "unreachable":  # found when the repo is created, before any training
+        assert error.startswith("actprm train: error: creating the Hub repo user/run failed: ConnectError")
+        assert "check the network" in error and not (output_dir / "model.safetensors").exists()
+        return
+    assert error.startswith("actprm train: error: pushing to user/run failed: HfHubHTTPError: 403")
+    assert "has write access" in error and f"actprm push --model-dir {output_dir} --repo-id user/run" in error
+    assert "model saved to" in result.stdout  # trained, saved, and then the push failed
+    assert (output_dir / "model.safetensors").exists() and len(AnnotationStore(output_dir / "annotations.jsonl")) == 8
 
 
 def test_the_judge_is_checked_before_the_model_is_loaded(tmp_path):

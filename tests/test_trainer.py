@@ -266,12 +266,16 @@ def test_judge_server_dying_stops_cleanly_and_resumes(tiny_backbone, tmp_path, k
     rows = AnnotationStore(trainer.annotations_path).rows()
     assert sorted(r["id"] for r in rows) == sorted(generated["id"])  # nothing lost, no duplicates
     assert asked_again == 48 - len(first_run)  # nothing asked twice
-    assert resumed.active_learning_summary()["trained"] == 48  # and every label trained on
+    summary = resumed.active_learning_summary()
+    assert summary["trained"] == 48  # and every label trained on
+    # answers that came in after the checkpoint, before the server died, are the run's own, not cache hits
+    assert summary["annotations"] == summary["judge_calls"] == 48 and summary["judge_cache_hits"] == 0
     truth = dict(zip(generated["id"], generated["label"]))
     assert all(r["label"] == truth[r["id"]] for r in rows)
 
 
 TRAIN_SCRIPT = """
+import json
 import sys
 from actprm import make_arithmetic_dataset
 from actprm.distributed import end_process_group
@@ -290,11 +294,16 @@ def main():
     trainer.train(resume_from_checkpoint=len(sys.argv) > 4)
     summary = trainer.active_learning_summary()
     if trainer.is_world_process_zero():
-        print("SUMMARY", summary["annotations"], summary["seen"], summary["trained"], flush=True)
+        print("SUMMARY", json.dumps(summary), flush=True)
 
 main()
 end_process_group()  # once the trainer is gone, as README's "Scaling out" says
 """
+
+
+def printed_summary(stdout: str) -> dict[str, int]:
+    """The active-learning summary TRAIN_SCRIPT printed."""
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("SUMMARY ")).removeprefix("SUMMARY "))
 
 
 def test_killed_run_resumes_without_lost_or_repeated_annotations(tiny_backbone, tmp_path):
@@ -319,8 +328,12 @@ def test_killed_run_resumes_without_lost_or_repeated_annotations(tiny_backbone, 
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         # what was answered before the kill is never asked again; only answers lost in flight are
         assert stats()["critiques"] - asked_before == 64 - answered_before
+        answered = stats()["questions_answered"]
     rows = AnnotationStore(output_dir / "annotations.jsonl").rows()
     assert len(rows) == len({r["id"] for r in rows}) == 64
+    # the answers paid before the kill come back from the cache, and still count as the run's own judge calls
+    summary = printed_summary(resumed.stdout)
+    assert summary["annotations"] == summary["judge_calls"] == answered == 64 and summary["judge_cache_hits"] == 0
 
 
 def test_two_processes_judge_each_trajectory_once(tiny_backbone, tmp_path):
@@ -337,9 +350,9 @@ def test_two_processes_judge_each_trajectory_once(tiny_backbone, tmp_path):
         asked = stats()["critiques"]
     errors = [line for line in result.stderr.splitlines() if "Error" in line or "terminate" in line]
     assert result.returncode == 0, "\n".join(errors)[-3000:] or result.stderr[-3000:]
-    summary = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY")).split()
+    summary = printed_summary(result.stdout)
     # counters gathered over both processes; each waited for its own outstanding answers and trained on them
-    assert summary[1:4] == ["32", "32", "32"] and asked == 32
+    assert (summary["annotations"], summary["seen"], summary["trained"], asked) == (32, 32, 32, 32)
     ranks = [{r["id"] for r in AnnotationStore(output_dir / f"annotations.rank{k}.jsonl").rows()} for k in (0, 1)]
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]  # each trajectory judged by one process
     merged = AnnotationStore(output_dir / "annotations.jsonl").rows()

@@ -29,6 +29,28 @@ def read_summary(path: str) -> dict:
         raise ValueError(f"{file}: not JSON ({error})") from None
 
 
+def hub_errors() -> tuple[type[Exception], ...]:
+    """What a Hub call raises when the Hub (or the network) refuses it."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return HfHubHTTPError, httpx2.HTTPError, ConnectionError
+
+
+def hub_problem(error: Exception) -> str:
+    """One line: what the Hub (or the network) said, and what to do about it."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError) and error.response.status_code in (401, 403):
+        what_to_do = "check that the token (HF_TOKEN or `hf auth login`) is valid and has write access to the repo"
+    elif isinstance(error, HfHubHTTPError):
+        what_to_do = "check the repo id and options, or try again later"
+    else:
+        what_to_do = "check the network, HF_ENDPOINT and that HF_HUB_OFFLINE is unset, then push again"
+    said = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {said}; {what_to_do}"
+
+
 @dataclass
 class DataArguments:
     """Where the trajectories come from."""

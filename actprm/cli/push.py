@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .common import read_summary
+from .common import hub_errors, hub_problem, read_summary
 
 HELP = "push a trained PRM or the labelled dataset of a run to the Hugging Face Hub, with its card"
 
@@ -55,9 +55,7 @@ class PushArguments:
 def main(argv: list[str]) -> int:
     """Parse ``argv``, push, print the commit URL; returns 0 (bad input raises ValueError/FileNotFoundError)."""
     (args,) = TrlParser(PushArguments, prog="actprm push", description=HELP).parse_args_and_config(argv)
-    import httpx2
     from huggingface_hub import DatasetCard, ModelCard
-    from huggingface_hub.errors import HfHubHTTPError
 
     from ..hub import push_dataset, push_model
 
@@ -92,22 +90,8 @@ def main(argv: list[str]) -> int:
                 args.dataset, args.repo_id, card=card, source=args.source, judge_evaluation=judge_evaluation,
                 **options,
             )
-    except (HfHubHTTPError, httpx2.HTTPError, ConnectionError) as error:
-        print(f"actprm push: error: pushing to {args.repo_id} failed: {_hub_problem(error)}", file=sys.stderr)
+    except hub_errors() as error:
+        print(f"actprm push: error: pushing to {args.repo_id} failed: {hub_problem(error)}", file=sys.stderr)
         return 1
     print(f"pushed: {commit.pr_url or commit.commit_url}")
     return 0
-
-
-def _hub_problem(error: Exception) -> str:
-    """One line: what the Hub (or the network) said, and what to do about it."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(error, HfHubHTTPError) and error.response.status_code in (401, 403):
-        what_to_do = "check that the token (HF_TOKEN or `hf auth login`) is valid and has write access to the repo"
-    elif isinstance(error, HfHubHTTPError):
-        what_to_do = "check the repo id and options, or try again later"
-    else:
-        what_to_do = "check the network, HF_ENDPOINT and that HF_HUB_OFFLINE is unset, then push again"
-    said = " ".join(str(error).split())[:300]
-    return f"{type(error).__name__}: {said}; {what_to_do}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from .common import DataArguments, JudgeArguments, check_model_path, show_groups_first
+from .common import DataArguments, JudgeArguments, check_model_path, hub_errors, hub_problem, show_groups_first
 
 HELP = "train an ensemble PRM with active learning (pool mode, or online with a judge)"
 
@@ -76,6 +78,7 @@ def main(argv: list[str]) -> int:
         return 0
     from trl import get_peft_config
 
+    from ..hub import resolve_token
     from ..trainer import ActivePRMTrainer
 
     init_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
@@ -84,16 +87,28 @@ def main(argv: list[str]) -> int:
         init_kwargs["dtype"] = model_args.dtype
     training_args.model_init_kwargs = {**{k: v for k, v in init_kwargs.items() if v is not None},
                                        **(training_args.model_init_kwargs or {})}
-    trainer = ActivePRMTrainer(
-        model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=data_args.load_eval(),
-        judge=judge,
-        peft_config=get_peft_config(model_args),
-    )
+    pushing = hub_errors() if training_args.push_to_hub else ()
+    if training_args.push_to_hub:
+        resolve_token(training_args.hub_token)  # no token: fail before any work
+    repo = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    try:
+        trainer = ActivePRMTrainer(  # with --push_to_hub, creates the Hub repo
+            model_args.model_name_or_path,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=data_args.load_eval(),
+            judge=judge,
+            peft_config=get_peft_config(model_args),
+        )
+    except pushing as error:
+        print(f"actprm train: error: creating the Hub repo {repo} failed: {hub_problem(error)}", file=sys.stderr)
+        return 1
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
+    push_error = None
+    try:
+        trainer.save_model()  # with --push_to_hub, saves, then pushes
+    except pushing as error:
+        push_error = error
     summary = trainer.active_learning_summary()
     if trainer.is_world_process_zero():
         print(
@@ -105,6 +120,11 @@ def main(argv: list[str]) -> int:
         if failed.reasons or faults:
             print(f"judge faults by kind (requests, retried ones included): {_by_kind(faults)}; trajectories the "
                   f"judge failed on: {_by_kind(failed.reasons)}, {len(failed.skipped)} of them skipped")
+    if push_error is not None:
+        print(f"actprm train: error: pushing to {repo} failed: {hub_problem(push_error)}; the model is saved in "
+              f"{training_args.output_dir}: push it with `actprm push --model-dir {training_args.output_dir} "
+              f"--repo-id {repo}`", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,7 +25,8 @@ class Annotation:
         raw_output: the judge's own text (for LLM judges, what the model wrote).
         judge: identity of the judge that made it (see `Judge.identity`).
         prompt_version: version of the critique prompt, ``None`` for judges without a prompt.
-        cached: whether it came from the cache rather than from the judge.
+        cached: whether it came from the cache rather than from the judge, paid for by someone else: an
+            answer the cache's `~JudgeCache.payer` paid for this very item (before a crash) is not cached.
     """
 
     first_error: int
@@ -95,6 +96,10 @@ def content_hash(value: Any) -> str:
 Emit = Callable[[int, JudgeResult], None]
 
 
+def _item_id(record: Mapping[str, Any]) -> str | None:
+    return str(record["id"]) if record.get("id") is not None else None
+
+
 class Judge(ABC):
     """Base class of every judge: validation, cache lookups and counters live here.
 
@@ -146,7 +151,10 @@ class Judge(ABC):
             if cached is None:
                 pending.setdefault(key, []).append(i)
             else:
-                results[i] = Annotation(**cached, judge=identity, cached=True)
+                own = self.cache.payer is not None and self.cache.paid_by(identity, key) == (
+                    self.cache.payer, _item_id(records[i])
+                )
+                results[i] = Annotation(**cached, judge=identity, cached=not own)
                 self.stats.cache_hits += 1
         questions = list(pending)
 
@@ -159,7 +167,7 @@ class Judge(ABC):
             if isinstance(result, Annotation):
                 self.stats.annotations += 1
                 if self.cache is not None:
-                    self.cache.put(identity, questions[position], asdict(result))
+                    self.cache.put(identity, questions[position], asdict(result), _item_id(records[first]))
             else:
                 self.stats.failures += 1
 

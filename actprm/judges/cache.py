@@ -23,10 +23,14 @@ CREATE TABLE IF NOT EXISTS answers (
     raw_output TEXT NOT NULL,
     prompt_version TEXT,
     created_at REAL NOT NULL,
+    paid_by TEXT,
+    item_id TEXT,
     PRIMARY KEY (judge, question)
 )
 """
 _FIELDS = ("first_error", "step_labels", "tokens", "raw_output", "prompt_version")
+_PAYER_COLUMNS = ("paid_by", "item_id")
+"""Who paid for an answer, and for which item; added to files written before they existed."""
 
 
 class JudgeCache:
@@ -35,7 +39,13 @@ class JudgeCache:
     The file is in WAL mode, so several processes (for example the ranks of a distributed run)
     can read and write it at once; a writer that meets a lock waits up to `BUSY_TIMEOUT_S`. The
     first answer stored for a key wins. One instance may be used from several threads.
+
+    Each answer records who paid for it (`payer`, when set) and for which item, so that a run resumed
+    after a crash tells the answers it paid for itself (`paid_by`) from those it finds in the cache.
     """
+
+    payer: str | None = None
+    """Who pays for the answers put from now on (an `ActivePRMTrainer` sets its run's id)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -53,11 +63,22 @@ class JudgeCache:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
+                self._add_payer_columns()
                 return
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def _add_payer_columns(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        for column in _PAYER_COLUMNS:
+            if column not in columns:
+                try:
+                    self._db.execute(f"ALTER TABLE answers ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as error:  # another process added it meanwhile
+                    if "duplicate column" not in str(error):
+                        raise
 
     def get(self, judge: str, question: str) -> dict[str, Any] | None:
         """The stored answer's fields (``first_error``, ``step_labels``, ``tokens``, ``raw_output``,
@@ -72,15 +93,24 @@ class JudgeCache:
         answer["step_labels"] = json.loads(answer["step_labels"])
         return answer
 
-    def put(self, judge: str, question: str, answer: Mapping[str, Any]) -> None:
-        """Store ``answer`` (a mapping with the fields `get` returns) unless the key is already there."""
+    def paid_by(self, judge: str, question: str) -> tuple[str | None, str | None]:
+        """Who paid for the stored answer (the `payer` then) and the id of the item it was asked for."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_PAYER_COLUMNS)} FROM answers WHERE judge = ? AND question = ?", (judge, question)
+            ).fetchone()
+        return (row[0], row[1]) if row is not None else (None, None)
+
+    def put(self, judge: str, question: str, answer: Mapping[str, Any], item_id: str | None = None) -> None:
+        """Store ``answer`` (a mapping with the fields `get` returns), paid by `payer` for the item ``item_id``,
+        unless the key is already there."""
         values = [answer[name] for name in _FIELDS]
         values[1] = json.dumps(list(values[1]))
+        columns = ", ".join((*_FIELDS, "created_at", *_PAYER_COLUMNS))
         with self._lock:
             self._db.execute(
-                f"INSERT OR IGNORE INTO answers (judge, question, {', '.join(_FIELDS)}, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (judge, question, *values, time.time()),
+                f"INSERT OR IGNORE INTO answers (judge, question, {columns}) VALUES ({', '.join('?' * 10)})",
+                (judge, question, *values, time.time(), self.payer, item_id),
             )
 
     def __len__(self) -> int:

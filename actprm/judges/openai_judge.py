@@ -62,6 +62,8 @@ class _BatchState:
     last_success: float = float("-inf")
     stopped: str | None = None
     """Why nothing more is asked in this batch (the server is down, or answers garbage)."""
+    probe: asyncio.Future[None] | None = None
+    """The latest probe of whether the server answers at all (see `OpenAIJudge._server_answers`)."""
 
 
 class OpenAIJudge(CritiqueJudge):
@@ -75,8 +77,8 @@ class OpenAIJudge(CritiqueJudge):
     dropped connection or a 408/409/425/429/5xx status are retried up to ``max_retries`` times with
     exponential backoff and jitter (honouring ``Retry-After``), and so are 200 replies that are not a
     chat completion; retries are logged (rate-limited) and counted by kind in ``stats.faults``. When a
-    request exhausts its retries and no other request got an answer meanwhile, the server is taken to
-    be down: the items still waiting fail at once (``judge_down``), so a dead server ends a batch
+    request exhausts its retries, no other request got an answer meanwhile and the server does not answer a
+    one-token probe either, the server is taken to be down: the items still waiting fail at once (``judge_down``), so a dead server ends a batch
     quickly. When more than ``max_unparseable_rate`` of the last ``unparseable_window`` answers could
     not be parsed, the judge is taken to answer garbage and the batch ends the same way, its failures
     saying what the judge wrote and what it cost.
@@ -165,14 +167,12 @@ class OpenAIJudge(CritiqueJudge):
 
         async def probe() -> None:
             async with self._client() as client:
-                messages = [{"role": "user", "content": "Say OK."}]
-                await self._complete(client, asyncio.Semaphore(1), _BatchState(), messages, _Spend(), max_tokens=1)
+                await self._probe(client, asyncio.Semaphore(1), _BatchState())
 
         try:
             run_sync(probe())
         except _RequestFailed as error:
-            problem = str(error).removeprefix("judge server unreachable: ")
-            raise JudgeUnavailableError(f"judge model {self.model!r} at {self.base_url} is not available: {problem}") from error
+            raise JudgeUnavailableError(f"judge model {self.model!r} at {self.base_url} is not available: {error}") from error
 
     def _client(self) -> AsyncInferenceClient:
         return _EndpointClient(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout)
@@ -237,8 +237,12 @@ class OpenAIJudge(CritiqueJudge):
         messages: list[dict[str, str]],
         spend: _Spend,
         max_tokens: int | None = None,
+        down_check: bool = True,
     ) -> str:
-        """One answer to ``messages``, retrying transient errors; its reasoning kept in a think block."""
+        """One answer to ``messages``, retrying transient errors; its reasoning kept in a think block.
+
+        With ``down_check``, a request whose retries are spent while nothing else got an answer, and the server
+        then does not answer a probe either, means the server is down (``judge_down``)."""
         started = time.monotonic()
         for retry in range(self.max_retries + 1):
             try:
@@ -275,10 +279,29 @@ class OpenAIJudge(CritiqueJudge):
                 await asyncio.sleep(delay)
             else:
                 self._note_fault(problem, "retries spent")
-        if state.last_success < started:  # nothing got through while this request was retried
-            state.stopped = f"judge server unreachable: {failure}"
+        if down_check and state.last_success < started and not await self._server_answers(client, semaphore, state):
+            state.stopped = state.stopped or f"judge server unreachable: {failure}"
             raise _RequestFailed(state.stopped, judge_down=True)
         raise _RequestFailed(failure)
+
+    async def _probe(self, client: AsyncInferenceClient, semaphore: asyncio.Semaphore, state: _BatchState) -> None:
+        """Ask for one token (retried like any request); raises `_RequestFailed` if no answer comes."""
+        messages = [{"role": "user", "content": "Say OK."}]
+        await self._complete(client, semaphore, state, messages, _Spend(), max_tokens=1, down_check=False)
+
+    async def _server_answers(self, client: AsyncInferenceClient, semaphore: asyncio.Semaphore, state: _BatchState) -> bool:
+        """Whether the server answers a probe (one per batch at a time, its answer counting as the batch's
+        latest success): when an item's request failed and nothing else got through meanwhile, this tells a
+        dead server from an item it keeps failing on (asked alone, as a retried item can be)."""
+        if state.stopped is not None:
+            return False
+        if state.probe is None or state.probe.done():
+            state.probe = asyncio.ensure_future(self._probe(client, semaphore, state))
+        try:
+            await asyncio.shield(state.probe)
+        except _RequestFailed:
+            return False
+        return True
 
     def _note_fault(self, problem: str, what_next: str) -> None:
         """Count a failed request by kind and log it (rate-limited)."""
