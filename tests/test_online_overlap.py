@@ -57,6 +57,7 @@ def test_training_goes_on_while_judge_batches_are_outstanding(tiny_backbone, tmp
     stored = AnnotationStore(trainer.annotations_path).rows()
     assert len({r["id"] for r in stored}) == len(stored) == 32
     assert logged_wait(trainer) < 8 * 1.0  # far less than judging the 8 batches one after another
+    assert trainer.judge.stats.requests == served["requests"]  # counted from the batches' threads, none lost
 
 
 def test_synchronous_mode_waits_for_every_batch(tiny_backbone, tmp_path):
