@@ -378,10 +378,33 @@ class ActivePRMTrainer(Trainer):
         """Online mode with a budget spent: training goes on only on the answers still to come."""
         return self.judge_pipeline is not None and (self._annotations_spent() or self._tokens_spent())
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`Trainer`'s learning-rate schedule; in online mode it advances only on the steps that trained.
+
+        Steps train nothing while the first judge batches are out (and whenever answers are late), so
+        otherwise every label would be trained at a later point of the schedule than in synchronous mode.
+        """
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if created and self.judge_pipeline is not None:
+            trainer = self
+
+            class StepsThatTrained(type(scheduler)):  # a class, not an attribute: the state dict stays the same
+                def step(self, *args, **kwargs):
+                    if trainer._step_trained:
+                        super().step(*args, **kwargs)
+
+            scheduler.__class__ = StepsThatTrained
+        return scheduler
+
+    _step_trained = True
+    """Whether the last `training_step` trained on any row (the same on every process)."""
+
     def _train_on_buffer(self, model, finishing: bool) -> torch.Tensor:
         """Forward and backward on the buffer's next full batch; when ``finishing``, on all of it, weighted by rows."""
         loss = torch.zeros((), device=self.args.device)
         batches = self._next_training_batches(finishing)
+        self._step_trained = bool(batches)
         rows = sum(len(batch["labels"]) for batch in batches)
         for batch in batches:  # the last step's rest, one optimizer step weighted by rows
             self._loss_weight = len(batch["labels"]) / rows

@@ -85,6 +85,7 @@ def test_answers_that_come_after_the_budget_is_spent_get_optimizer_steps_of_thei
     # the three batches still out when the budget was spent each train in a step of their own, not in one last update
     steps = [step for step, _ in at_updates]
     assert len(steps) == len(set(steps)) == 4 and trainer.active.buffer == []
+    assert trainer.lr_scheduler.last_epoch == 4 < trainer.state.global_step  # the schedule moved only on those
 
 
 def test_token_budget_stops_new_requests(tiny_backbone, tmp_path):
