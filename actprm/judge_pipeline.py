@@ -49,6 +49,11 @@ class JudgePipeline:
         return self.max_batches_in_flight == 0
 
     @property
+    def batches_in_flight(self) -> int:
+        """Batches sent whose answers have not been taken yet."""
+        return len(self._batches)
+
+    @property
     def rows_in_flight(self) -> list[int]:
         """Rows sent whose answers have not been taken yet, oldest batch first."""
         return [row for batch in self._batches for row in batch.rows]

@@ -368,17 +368,47 @@ class ActivePRMTrainer(Trainer):
         """Select and label this batch's candidates, then train on a full batch from the buffer if ready.
 
         Judge batches go out in the background (see `JudgePipeline`); their answers join the buffer
-        when they arrive. The last step, or the step a budget is spent, sends what is queued, waits
-        for every outstanding answer and trains on all the buffer holds before training stops.
+        when they arrive. Once a budget is spent, training drains what is outstanding: no candidate is
+        selected any more, and each step trains on one full batch of the answers as they come, so labels
+        that arrive late still get optimizer steps of their own. The last step, or the step nothing is
+        left to wait for, trains on all the buffer holds before training stops.
         """
-        self._select_and_label(inputs)
+        if not self._draining():
+            self._select_and_label(inputs)
         finishing = self._exchange_with_judge(last_step=self.state.global_step + 1 >= self.state.max_steps)
         return self._train_on_buffer(model, finishing)
+
+    def _draining(self) -> bool:
+        """Online mode with a budget spent: training goes on only on the answers still to come."""
+        return self.judge_pipeline is not None and (self._annotations_spent() or self._tokens_spent())
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`Trainer`'s learning-rate schedule; in online mode it advances only on the steps that trained.
+
+        Steps train nothing while the first judge batches are out (and whenever answers are late), so
+        otherwise every label would be trained at a later point of the schedule than in synchronous mode.
+        """
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if created and self.judge_pipeline is not None:
+            trainer = self
+
+            class StepsThatTrained(type(scheduler)):  # a class, not an attribute: the state dict stays the same
+                def step(self, *args, **kwargs):
+                    if trainer._step_trained:
+                        super().step(*args, **kwargs)
+
+            scheduler.__class__ = StepsThatTrained
+        return scheduler
+
+    _step_trained = True
+    """Whether the last `training_step` trained on any row (the same on every process)."""
 
     def _train_on_buffer(self, model, finishing: bool) -> torch.Tensor:
         """Forward and backward on the buffer's next full batch; when ``finishing``, on all of it, weighted by rows."""
         loss = torch.zeros((), device=self.args.device)
         batches = self._next_training_batches(finishing)
+        self._step_trained = bool(batches)
         rows = sum(len(batch["labels"]) for batch in batches)
         for batch in batches:  # the last step's rest, one optimizer step weighted by rows
             self._loss_weight = len(batch["labels"]) / rows
@@ -480,35 +510,49 @@ class ActivePRMTrainer(Trainer):
     def _exchange_with_judge(self, last_step: bool) -> bool:
         """Take the judge's answers that are in and send the queue when it is a batch; ``True`` when finishing.
 
-        Training finishes on the last step and once a budget is spent; it then sends what is
-        queued (unless the token budget is spent: no new requests), and waits for every outstanding
-        answer. Rows the judge could not be reached for go back to the queue (saved with the
+        Once a budget is spent, what is queued goes out even when less than a batch (unless the token
+        budget is spent: no new requests), and each step waits, when it must, only for answers enough for
+        a full training batch. Training finishes on the last step, which waits for every outstanding
+        answer, or once nothing is left to wait for and the buffer holds at most one batch. Rows the judge
+        failed on go out again; rows it could not be reached for go back to the queue (saved with the
         checkpoint), and training stops cleanly with everything saved.
         """
         pipeline, batch_size = self.judge_pipeline, self.args.judge_batch_size
-        if pipeline is not None:
-            with self._waiting_for_judge():
-                self._record_answers(pipeline.answered())
-        finishing = last_step or self._annotations_spent()
-        if pipeline is not None and (finishing or len(self.active.judge_queue) >= batch_size):
-            with self._waiting_for_judge():  # room for the next batch; its answers count against the budget below
-                self._record_answers(pipeline.answered(max_outstanding=max(pipeline.max_batches_in_flight - 1, 0)))
-        tokens_spent = self._tokens_spent()  # budgets are global: every process finishes at the same step
-        finishing = finishing or tokens_spent
-        if finishing:
-            self.control.should_training_stop = True
         if pipeline is None:  # pool mode
+            finishing = last_step or self._annotations_spent() or self._tokens_spent()
+            self.control.should_training_stop |= finishing
             return finishing
         with self._waiting_for_judge():
-            while True:  # finishing: rows the judge failed on go out again until answered or skipped
+            self._record_answers(pipeline.answered())
+        spent = self._annotations_spent()
+        if last_step or spent or len(self.active.judge_queue) >= batch_size:
+            with self._waiting_for_judge():  # room for the next batch; its answers count against the budget below
+                self._record_answers(pipeline.answered(max_outstanding=max(pipeline.max_batches_in_flight - 1, 0)))
+        tokens_spent = self._tokens_spent()  # budgets are global: every process drains and finishes together
+        spent = spent or tokens_spent
+        with self._waiting_for_judge():
+            while True:  # rows the judge failed on go out again until answered or skipped
                 queue = self.active.judge_queue
-                if queue and not (tokens_spent or self.judge_stopped) and (finishing or len(queue) >= batch_size):
+                if queue and not (tokens_spent or self.judge_stopped) and (last_step or spent or len(queue) >= batch_size):
                     records = [self.pool[row] for row in queue]
                     pipeline.send(queue, [{k: r[k] for k in ("id", "problem", "steps")} for r in records])
                     self.active.judge_queue = []
-                self._record_answers(pipeline.answered(max_outstanding=0 if finishing or self.judge_stopped else None))
-                if not (finishing and self.active.judge_queue and not tokens_spent and self.judge_stopped is None):
-                    return finishing
+                if last_step or self.judge_stopped:
+                    self._record_answers(pipeline.answered(max_outstanding=0))
+                elif spent:  # draining: wait for the oldest batches until the buffer has a full one
+                    while pipeline.rows_in_flight and len(self.active.buffer) < self.args.per_device_train_batch_size:
+                        self._record_answers(pipeline.answered(max_outstanding=pipeline.batches_in_flight - 1))
+                else:
+                    self._record_answers(pipeline.answered())
+                retry = (last_step or spent) and self.active.judge_queue and not tokens_spent and self.judge_stopped is None
+                if not (retry and (last_step or not pipeline.rows_in_flight)):
+                    break
+        to_come = len(pipeline.rows_in_flight) + (0 if tokens_spent or self.judge_stopped else len(self.active.judge_queue))
+        backlog = int(len(self.active.buffer) > self.args.per_device_train_batch_size)
+        finishing = last_step or (spent and not self._global(to_come) and not self._global(backlog, reduction="min"))
+        if finishing:
+            self.control.should_training_stop = True
+        return finishing
 
     @contextmanager
     def _waiting_for_judge(self):

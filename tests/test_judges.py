@@ -127,6 +127,34 @@ def test_oracle_judge_answers_with_the_dataset_labels_and_fails_unlabelled_items
     assert (judge.stats.requests, judge.stats.annotations, judge.stats.failures, judge.stats.tokens) == (3, 2, 1, 70)
 
 
+def test_stats_lose_no_update_when_batches_are_judged_from_several_threads():
+    """Batches in flight at once (`JudgePipeline` workers) update one judge's counters from several threads."""
+    judge, items = ArithmeticJudge(), [dict(row) for row in make_arithmetic_dataset(2, seed=3)]
+    threads, rounds = 8, 20_000
+    start = threading.Barrier(threads)
+
+    def work():
+        start.wait()
+        for _ in range(rounds):
+            judge.stats.add(tokens=3, requests=1)
+            judge.stats.add_fault("HTTP 503")
+        judge.annotate(items)
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: a read-add-write pair gets split
+    try:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    stats = judge.stats
+    assert (stats.tokens, stats.requests, stats.faults) == (3 * threads * rounds, (rounds + 2) * threads, {"HTTP 503": threads * rounds})
+    assert (stats.items, stats.annotations, stats.failures) == (2 * threads, 2 * threads, 0)
+
+
 def test_judge_input_errors_name_the_record_and_field():
     with pytest.raises(StepDataError, match="OracleJudge.annotate input, record x, field 'steps'"):
         OracleJudge().annotate([{"id": "x", "problem": "p", "steps": "not a list"}])

@@ -18,26 +18,26 @@ from actprm.judges import AnnotationStore, ArithmeticJudge
 from actprm.trainer import ActivePRMTrainer
 
 
-def rows_in_flight_at_updates(trainer: ActivePRMTrainer) -> list[int]:
-    """Filled during training: how many rows were out at the judge at each training forward."""
-    seen: list[int] = []
+def training_forwards(trainer: ActivePRMTrainer) -> list[tuple[int, int]]:
+    """Filled during training: at each training forward, the optimizer steps done and the rows out at the judge."""
+    seen: list[tuple[int, int]] = []
 
     def hook(module, args, kwargs):
         if torch.is_grad_enabled():
-            seen.append(len(trainer.judge_pipeline.rows_in_flight))
+            seen.append((trainer.state.global_step, len(trainer.judge_pipeline.rows_in_flight)))
 
     trainer.model.model.register_forward_pre_hook(hook, with_kwargs=True)
     return seen
 
 
 def online_run(backbone: str, tmp_path: Path, *, in_flight: int, delay: float, rows: int = 32, **overrides):
-    """One online run against the critic server; returns (trainer, rows in flight at each update, server stats)."""
+    """One online run against the critic server; returns (trainer, `training_forwards`, server stats)."""
     generated = make_arithmetic_dataset(rows, seed=11)
     args = make_config(tmp_path, selection="all", judge_batch_size=4, per_device_train_batch_size=4,
                        max_judge_batches_in_flight=in_flight, **overrides)
     with critic_server(delay=delay) as (url, stats, _):
         trainer = ActivePRMTrainer(backbone, args=args, train_dataset=unlabelled(generated), judge=critic_judge(url))
-        at_updates = rows_in_flight_at_updates(trainer)
+        at_updates = training_forwards(trainer)
         trainer.train()
         return trainer, at_updates, stats()
 
@@ -49,7 +49,7 @@ def logged_wait(trainer: ActivePRMTrainer) -> float:
 def test_training_goes_on_while_judge_batches_are_outstanding(tiny_backbone, tmp_path):
     trainer, at_updates, served = online_run(tiny_backbone, tmp_path, in_flight=3, delay=1.0)
     summary = trainer.active_learning_summary()
-    assert max(at_updates) > 0  # updates ran while answers were outstanding
+    assert max(in_flight for _, in_flight in at_updates) > 0  # updates ran while answers were outstanding
     assert 4 < served["peak_concurrent_critiques"] <= 3 * 4  # several batches at the judge at once, within the bound
     # the last step waited for every answer and trained on it
     assert summary["annotations"] == summary["trained"] == served["critiques"] == 32 and trainer.active.buffer == []
@@ -57,12 +57,13 @@ def test_training_goes_on_while_judge_batches_are_outstanding(tiny_backbone, tmp
     stored = AnnotationStore(trainer.annotations_path).rows()
     assert len({r["id"] for r in stored}) == len(stored) == 32
     assert logged_wait(trainer) < 8 * 1.0  # far less than judging the 8 batches one after another
+    assert trainer.judge.stats.requests == served["requests"]  # counted from the batches' threads, none lost
 
 
 def test_synchronous_mode_waits_for_every_batch(tiny_backbone, tmp_path):
     trainer, at_updates, served = online_run(tiny_backbone, tmp_path, in_flight=0, delay=0.25, rows=16)
     summary = trainer.active_learning_summary()
-    assert at_updates and set(at_updates) == {0}  # nothing is ever out at the judge while training
+    assert at_updates and {in_flight for _, in_flight in at_updates} == {0}  # nothing is ever out at the judge while training
     assert served["peak_concurrent_critiques"] <= 4  # one batch at a time
     assert summary["annotations"] == summary["trained"] == 16
     assert logged_wait(trainer) >= 4 * 0.25  # the time of every batch (4 of 4 rows)
@@ -74,6 +75,17 @@ def test_annotation_budget_counts_rows_in_flight(tiny_backbone, tmp_path):
     # the budget is never overshot though four batches could be in flight: nothing asked beyond it
     assert summary["annotations"] == summary["trained"] == served["critiques"] == 10
     assert summary["seen"] < 32
+
+
+def test_answers_that_come_after_the_budget_is_spent_get_optimizer_steps_of_their_own(tiny_backbone, tmp_path):
+    trainer, at_updates, served = online_run(tiny_backbone, tmp_path, in_flight=3, delay=1.0, max_annotations=16)
+    summary = trainer.active_learning_summary()
+    assert summary["annotations"] == summary["trained"] == served["critiques"] == 16
+    assert summary["seen"] == 16  # no candidate is looked at once the budget is spent
+    # the three batches still out when the budget was spent each train in a step of their own, not in one last update
+    steps = [step for step, _ in at_updates]
+    assert len(steps) == len(set(steps)) == 4 and trainer.active.buffer == []
+    assert trainer.lr_scheduler.last_epoch == 4 < trainer.state.global_step  # the schedule moved only on those
 
 
 def test_token_budget_stops_new_requests(tiny_backbone, tmp_path):

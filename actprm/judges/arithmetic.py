@@ -183,7 +183,7 @@ class ArithmeticJudge(Judge):
 
     def _annotate(self, items: Sequence[dict[str, Any]], emit: Emit) -> None:
         for position, item in enumerate(items):
-            self.stats.requests += 1
+            self.stats.add(requests=1)
             try:
                 first_error, report = first_arithmetic_error(item["problem"], item["steps"])
             except UnreadableStepError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -68,7 +69,10 @@ JudgeResult = Annotation | JudgeFailure
 
 @dataclass
 class JudgeStats:
-    """Running counters of one judge instance, for logging and budgets."""
+    """Running counters of one judge instance, for logging and budgets.
+
+    Update them with `add` and `add_fault`: several batches may be judged at once, from several threads.
+    """
 
     items: int = 0
     """Trajectories asked for, cache hits included."""
@@ -82,6 +86,20 @@ class JudgeStats:
     """Tokens spent by this instance (cache hits cost nothing)."""
     faults: dict[str, int] = field(default_factory=dict)
     """Failed requests by kind (``HTTP 503``, ``InferenceTimeoutError``...), retried ones included."""
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        """Add ``counts`` to the counters of those names, as one update no other thread interleaves with."""
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+    def add_fault(self, kind: str) -> None:
+        """Count one failed request of ``kind``."""
+        with self._lock:
+            self.faults[kind] = self.faults.get(kind, 0) + 1
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -143,7 +161,7 @@ class Judge(ABC):
         results: list[JudgeResult | None] = [None] * len(records)
         keys = [self.question_key(record) for record in records]
         identity = self.identity
-        self.stats.items += len(records)
+        self.stats.add(items=len(records))
 
         pending: dict[str, list[int]] = {}  # question -> the items asking it, each question asked once
         for i, key in enumerate(keys):
@@ -155,7 +173,7 @@ class Judge(ABC):
                     self.cache.payer, _item_id(records[i])
                 )
                 results[i] = Annotation(**cached, judge=identity, cached=not own)
-                self.stats.cache_hits += 1
+                self.stats.add(cache_hits=1)
         questions = list(pending)
 
         def emit(position: int, result: JudgeResult) -> None:
@@ -163,13 +181,10 @@ class Judge(ABC):
             results[first] = result
             for index in repeats:  # the same question asked again in the batch: paid once, answered from the first
                 results[index] = replace(result, cached=True) if isinstance(result, Annotation) else result
-            self.stats.tokens += result.tokens
-            if isinstance(result, Annotation):
-                self.stats.annotations += 1
-                if self.cache is not None:
-                    self.cache.put(identity, questions[position], asdict(result), _item_id(records[first]))
-            else:
-                self.stats.failures += 1
+            is_annotation = isinstance(result, Annotation)
+            self.stats.add(tokens=result.tokens, annotations=int(is_annotation), failures=int(not is_annotation))
+            if is_annotation and self.cache is not None:
+                self.cache.put(identity, questions[position], asdict(result), _item_id(records[first]))
 
         if questions:
             self._annotate([records[pending[key][0]] for key in questions], emit)

@@ -250,7 +250,7 @@ class OpenAIJudge(CritiqueJudge):
                     if state.stopped is not None:
                         raise _RequestFailed(state.stopped, judge_down=True)
                     spend.attempts += 1
-                    self.stats.requests += 1
+                    self.stats.add(requests=1)
                     response = await client.chat_completion(
                         messages,
                         model=self.model,
@@ -306,7 +306,7 @@ class OpenAIJudge(CritiqueJudge):
     def _note_fault(self, problem: str, what_next: str) -> None:
         """Count a failed request by kind and log it (rate-limited)."""
         kind = fault_kind(problem)
-        self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+        self.stats.add_fault(kind)
         self._fault_log.warn(kind, f"judge request to {self.base_url} failed ({what_next}): {problem}")
 
     def _note_answer(self, state: _BatchState, parseable: bool, output: str) -> str | None:

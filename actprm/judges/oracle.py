@@ -25,7 +25,7 @@ class OracleJudge(Judge):
 
     def _annotate(self, items: Sequence[dict[str, Any]], emit: Emit) -> None:
         for position, item in enumerate(items):
-            self.stats.requests += 1
+            self.stats.add(requests=1)
             tokens = self.tokens_per_step * len(item["steps"])
             if item["label"] is None:
                 emit(position, self._failure(f"item {item['id']!r} has no label", tokens=tokens))

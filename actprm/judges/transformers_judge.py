@@ -123,7 +123,7 @@ class TransformersJudge(CritiqueJudge):
             **sampling,
             **self.generation_kwargs,
         )[:, inputs["input_ids"].shape[1] :]
-        self.stats.requests += len(items)
+        self.stats.add(requests=len(items))
         eos_token_id = self.model.generation_config.eos_token_id
         spent = [
             prompt_length + _completion_length(completion, eos_token_id)
