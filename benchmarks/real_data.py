@@ -86,6 +86,12 @@ class RealDataConfig:
                   "probability that gives the share of the pool its uncertainty run labelled over all passes."},
     )
     batch_size: int = field(default=8, metadata={"help": "Trajectories per training batch."})
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "Torch threads once the backbone is loaded (on a busy machine one thread per process is "
+                  "much faster for the heads' small matrices). Loading keeps the default: the separator's new "
+                  "embedding, and so the cache's backbone fingerprint, may depend on it."},
+    )
     features_only: bool = field(default=False, metadata={"help": "Only compute the step-feature cache."})
     cached_only: bool = field(
         default=False,
@@ -348,6 +354,8 @@ def main(config: RealDataConfig) -> None:
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     model, tokenizer = load_backbone(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     step_tokenizer = build_step_tokenizer(config, tokenizer)
     splits = load_splits(config, step_tokenizer)
     num_layers = model.config.get_text_config().num_hidden_layers
