@@ -58,11 +58,12 @@ def _transformers_can_load(architecture: str) -> bool:
 
 
 def resolve_gguf_file(name_or_path: str | os.PathLike, gguf_file: str | os.PathLike, **hub_kwargs: Any) -> str:
-    """The local path of ``gguf_file``: a path as it is, or a file of the folder or Hub repo ``name_or_path``."""
+    """The absolute local path of ``gguf_file``: a path as it is, or a file of the folder or Hub repo ``name_or_path``
+    (absolute, because `from_pretrained` joins a relative ``gguf_file`` to ``name_or_path`` again)."""
     if os.path.isfile(gguf_file):
-        return str(gguf_file)
+        return os.path.abspath(gguf_file)
     hub_kwargs = {key: hub_kwargs[key] for key in HUB_KWARGS if hub_kwargs.get(key) is not None}
-    return cached_file(str(name_or_path), str(gguf_file), **hub_kwargs)
+    return os.path.abspath(cached_file(str(name_or_path), str(gguf_file), **hub_kwargs))
 
 
 def check_gguf_file(path: str | os.PathLike, *, needs_chat_template: bool = False) -> GGUFCheckpoint:

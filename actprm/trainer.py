@@ -240,6 +240,12 @@ class ActivePRMTrainer(Trainer):
             optimizers=optimizers,
         )
         self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
+        # Read per candidate and per buffered row: held as Python lists, not read row by row from Arrow.
+        self._has_label = [] if train_tokenized is None else train_tokenized["has_label"]
+        self._step_rows = None
+        """With cached step features: each training row's ``feature_key`` and step ``labels``."""
+        if self.feature_cache is not None and train_tokenized is not None:
+            self._step_rows = train_tokenized.select_columns(["feature_key", "labels"]).to_list()
         self.judge = judge
         self.active = ActiveLearningState()
         self.judge_stopped: str | None = None
@@ -323,7 +329,10 @@ class ActivePRMTrainer(Trainer):
             for split in splits.values():
                 compute_step_features(model, split["input_ids"], self.feature_cache, [self.feature_layer])
         evaluated = {name: splits[name] for name in named}
-        return splits.get("train"), evaluated.get(None, evaluated or None)
+        train = splits.get("train")
+        if train is not None:  # batches of candidates are read from the cache: the token columns are not needed
+            train = train.select_columns(["row", "has_label", "feature_key", "labels"])
+        return train, evaluated.get(None, evaluated or None)
 
     def _tokenize(self, dataset: Dataset, name: str) -> Dataset:
         missing = [c for c in ("problem", "steps") if c not in dataset.column_names]
@@ -455,7 +464,7 @@ class ActivePRMTrainer(Trainer):
     def _select_and_label(self, inputs: dict[str, torch.Tensor]) -> None:
         args, active = self.args, self.active
         rows = inputs["row"].tolist()
-        has_label = [bool(self.train_dataset[r]["has_label"]) for r in rows]
+        has_label = [bool(self._has_label[r]) for r in rows]
         active.seen += len(rows)
 
         if args.selection == "all" or self.state.global_step < args.active_warmup_steps:
@@ -474,7 +483,7 @@ class ActivePRMTrainer(Trainer):
             active.selected += 1
             if labelled:
                 self._count_annotation(row)
-                self._add_to_buffer(row, self.train_dataset[row]["labels"])
+                self._add_to_buffer(row, self._pool_labels(row))
             else:
                 active.judge_queue.append(row)
 
@@ -608,14 +617,19 @@ class ActivePRMTrainer(Trainer):
         self.active.annotations += int(row not in self.active.annotated_rows)
         self.active.annotated_rows.add(row)
 
+    def _pool_labels(self, row: int) -> list[int]:
+        """The training labels of a pool row that has its own (per token, or per step with cached features)."""
+        return self._step_rows[row]["labels"] if self._step_rows is not None else self.train_dataset[row]["labels"]
+
     def _labels_for_row(self, row: int, step_labels: list[int]) -> list[int]:
-        """Per-token labels for a tokenised row: ``step_labels`` placed at its separator positions."""
+        """Per-token labels for a tokenised row: ``step_labels`` placed at its separator positions (with cached
+        features: one label per kept step)."""
+        if self._step_rows is not None:
+            return step_labels[: len(self._step_rows[row]["labels"])]
         input_ids = self.train_dataset[row]["input_ids"]
         separator_id = self.step_tokenizer.separator_id
         labels = [IGNORE_INDEX] * len(input_ids)
         positions = [i for i, token in enumerate(input_ids) if token == separator_id]
-        if self.feature_cache is not None:  # cached step features: one label per kept step
-            return step_labels[: len(positions)]
         for position, label in zip(positions, step_labels):
             labels[position] = label
         return labels
@@ -645,6 +659,8 @@ class ActivePRMTrainer(Trainer):
         return batches
 
     def _features(self, row: int) -> dict[str, Any]:
+        if self._step_rows is not None:
+            return {"feature_key": self._step_rows[row]["feature_key"]}
         record = self.train_dataset[row]
         return {key: record[key] for key in ("input_ids", "attention_mask", "feature_key") if key in record}
 

@@ -86,10 +86,21 @@ class RealDataConfig:
                   "probability that gives the share of the pool its uncertainty run labelled over all passes."},
     )
     batch_size: int = field(default=8, metadata={"help": "Trajectories per training batch."})
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "Torch threads once the backbone is loaded (on a busy machine one thread per process is "
+                  "much faster for the heads' small matrices). Loading keeps the default: the separator's new "
+                  "embedding, and so the cache's backbone fingerprint, may depend on it."},
+    )
     features_only: bool = field(default=False, metadata={"help": "Only compute the step-feature cache."})
     cached_only: bool = field(
         default=False,
         metadata={"help": "Keep only the trajectories already in the cache (after a feature pass cut short)."},
+    )
+    runs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Output folders of earlier runs (e.g. seeds run in separate processes): summarise their "
+                  "runs.json together into output_dir instead of running."},
     )
 
 
@@ -344,10 +355,22 @@ def plot(config: RealDataConfig, by_setting: dict[tuple[str, int], list[dict[str
     figure.savefig(Path(config.output_dir, "real_data.png"), dpi=120)
 
 
+def summarise_earlier(config: RealDataConfig) -> None:
+    """The table and plot of the runs in the `runs` folders (their splits must be the same)."""
+    runs = [run for folder in config.runs for run in json.loads(Path(folder, "runs.json").read_text())]
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    Path(config.output_dir, "runs.json").write_text(json.dumps(runs, indent=1))
+    print(summarise(config, runs, json.loads(Path(config.runs[0], "splits.json").read_text())))
+
+
 def main(config: RealDataConfig) -> None:
+    if config.runs:
+        return summarise_earlier(config)
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     model, tokenizer = load_backbone(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     step_tokenizer = build_step_tokenizer(config, tokenizer)
     splits = load_splits(config, step_tokenizer)
     num_layers = model.config.get_text_config().num_hidden_layers
@@ -362,6 +385,9 @@ def main(config: RealDataConfig) -> None:
         splits = {name: split.filter(cached) for name, split in splits.items()}
     for name, split in splits.items():
         print(f"{name}: {len(split)} trajectories", flush=True)
+    sizes = {name: len(split) for name, split in splits.items()}
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    Path(config.output_dir, "splits.json").write_text(json.dumps(sizes))
     cache = cache_features(config, model, splits, step_tokenizer)
     if config.features_only:
         return
@@ -397,7 +423,7 @@ def main(config: RealDataConfig) -> None:
             trained, summary = train_run(config, model, tokenizer, pool, selection_layer, seed, "random",
                                          random_selection_rate=rate)
             record(f"random@{threshold}", selection_layer, seed, trained, summary, rate=rate)
-    print(summarise(config, runs, {name: len(split) for name, split in splits.items()}))
+    print(summarise(config, runs, sizes))
 
 
 if __name__ == "__main__":

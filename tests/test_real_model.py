@@ -7,6 +7,7 @@ short (at most 192 tokens, batches of 2) so the whole module runs in a few minut
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from real_model import served_smollm2, smollm2_backbone, smollm2_converted, smollm2_gguf  # noqa: F401
 
-from actprm.gguf_loading import check_gguf_file
+from actprm.gguf_loading import check_gguf_file, resolve_gguf_file
 from actprm.modeling import EnsemblePRMModel
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
@@ -86,6 +87,14 @@ def test_gguf_without_chat_template_refused_when_use_chat_template(smollm2_gguf,
     with pytest.raises(ValueError, match=rf"use_chat_template is set, but the tokenizer in {bad} has no chat template"):
         ActivePRMTrainer(str(tmp_path), args=args)
     assert not (tmp_path / "run").exists()
+
+
+def test_gguf_file_in_a_relative_folder_resolves_to_its_absolute_path(smollm2_gguf, monkeypatch):
+    monkeypatch.chdir(smollm2_gguf.parent.parent)
+    folder = Path(smollm2_gguf.parent.name)  # relative, as `--shared_dir ../shared` gives it
+    for gguf_file in (smollm2_gguf.name, folder / smollm2_gguf.name):
+        resolved = resolve_gguf_file(folder, gguf_file)
+        assert resolved == str(smollm2_gguf.resolve()) and os.path.join(folder, resolved) == resolved
 
 
 def test_gguf_needs_the_gguf_package(smollm2_gguf, monkeypatch):
