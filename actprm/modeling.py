@@ -446,8 +446,11 @@ class EnsemblePRMModel(PreTrainedModel):
             backbone = load_gguf_backbone(name_or_path, gguf_file, **load_kwargs)
         else:
             backbone = AutoModel.from_pretrained(name_or_path, **load_kwargs)
-        if len(tokenizer) > backbone.get_input_embeddings().num_embeddings:
-            backbone.resize_token_embeddings(len(tokenizer))
+        old_size = backbone.get_input_embeddings().num_embeddings
+        if len(tokenizer) > old_size:  # new rows: the mean embedding, the same in every process (no random draw)
+            weight = backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False).weight
+            with torch.no_grad():
+                weight[old_size:] = weight[:old_size].double().mean(dim=0).to(weight.dtype)
         config = EnsemblePRMConfig(
             backbone_config=backbone.config,
             num_ensemble=num_ensemble,

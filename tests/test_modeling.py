@@ -23,6 +23,7 @@ from transformers import (
     Qwen2Model,
 )
 
+from actprm.features import backbone_fingerprint
 from actprm.modeling import EnsemblePRMConfig, EnsemblePRMModel, add_separator_token
 
 SEPARATOR_ID = 5
@@ -290,7 +291,8 @@ def test_from_backbone_on_the_tiny_backbone(tiny_backbone):
 @pytest.fixture
 def llama_without_separator(tmp_path) -> Path:
     """A tiny Llama causal LM saved with a word-level tokenizer that has no separator token."""
-    words = ["[UNK]", "[PAD]", *"0123456789", "+", "-", "=", "step"]
+    # more words than hidden units, as in a real LM: transformers' resizing would draw the new row at random
+    words = ["[UNK]", "[PAD]", *"0123456789", "+", "-", "=", "step", *(f"word{i}" for i in range(48))]
     backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
@@ -315,13 +317,17 @@ def test_from_backbone_adds_the_separator_and_resizes_embeddings(llama_without_s
     embeddings = model.get_input_embeddings().weight
     assert embeddings.shape[0] == model.config.backbone_config.vocab_size == original_size + 1
     assert torch.equal(embeddings[:original_size], pretrained.embed_tokens.weight)
+    # the separator's new row is the mean embedding, drawn from no random state
+    torch.testing.assert_close(embeddings[original_size], pretrained.embed_tokens.weight.double().mean(0).float())
     torch.testing.assert_close(model.model.layers[1].mlp.up_proj.weight, pretrained.layers[1].mlp.up_proj.weight)
 
     model.save_pretrained(tmp_path / "prm")
     assert_same_parameters(model, EnsemblePRMModel.from_pretrained(tmp_path / "prm"))
 
+    torch.manual_seed(1)  # another random state: the same backbone, so cached step features stay valid
     without_tokenizer = EnsemblePRMModel.from_backbone(llama_without_separator, num_ensemble=2)
     assert without_tokenizer.config.separator_token_id == original_size
+    assert backbone_fingerprint(without_tokenizer) == backbone_fingerprint(model)
     fresh = AutoTokenizer.from_pretrained(llama_without_separator)
     assert add_separator_token(fresh, "<extra_0>") == original_size
 
