@@ -10,6 +10,7 @@ import urllib.request
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,10 +34,30 @@ def shared_path(name: str, env: str) -> Path:
     return path
 
 
-BENCHMARKS_ON_THE_HUB = {"processbench": "Qwen/ProcessBench"}
-"""Benchmarks whose Hub copy holds the shared folder's records as they are (one JSON list per subset).
-PRMBench's Hub copy (hitsmy/PRMBench_Preview) merges the 25 files the tests read one by one, and the
-step-rated PRM800K is not on the Hub."""
+PRMBENCH_PARTS = {"prm_test_p1": "prm800k_test_p1_4o", "prm_test_p2": "prm800k_test_p2_4o",
+                  "prm_train_p1": "prm800k_train_p1_first400_4o"}
+
+
+def processbench_file(record: dict[str, Any], subset: str) -> str:
+    """ProcessBench's file in the shared layout: one JSON list per subset (the Hub's split)."""
+    return f"{subset}.json"
+
+
+def prmbench_file(record: dict[str, Any], subset: str) -> str:
+    """PRMBench's file in the shared layout. The Hub copy merges the 25 files; a record's ``idx`` names its
+    part (``prm_test_p2_863``) and ``classification`` the rest (all ``multi_solutions`` share one file)."""
+    classification = record["classification"]
+    if classification == "multi_solutions":
+        return "prm_test_p12_multi_solutions.jsonl"
+    return f"{PRMBENCH_PARTS[record['idx'].rsplit('_', 1)[0]]}_{classification}.jsonl"
+
+
+BENCHMARKS_ON_THE_HUB = {
+    "processbench": ("Qwen/ProcessBench", processbench_file),
+    "prmbench": ("hitsmy/PRMBench_Preview", prmbench_file),
+}
+"""Benchmarks the Hub holds, and the shared layout's file of each record. The step-rated PRM800K is not on
+the Hub (its parquet files come from a GitHub repository: see the shared data's README)."""
 
 
 @functools.cache
@@ -55,18 +76,19 @@ def benchmark_folder(name: str, tmp_path_factory: pytest.TempPathFactory) -> Pat
     if folder.is_dir():
         return folder
     not_found = f"{folder} not found (put the project's shared/data beside the checkout or set ACTPRM_SHARED_DATA)"
-    repo_id = BENCHMARKS_ON_THE_HUB.get(name)
-    if repo_id is None:
-        missing(f"{not_found}; the tests need its files, which the Hub has not in this layout")
+    if name not in BENCHMARKS_ON_THE_HUB:
+        missing(f"{not_found}; the tests need its files, which the Hub has not")
+    repo_id, file_of = BENCHMARKS_ON_THE_HUB[name]
     if reason := hub_unreachable():
         missing(f"{not_found}, and {repo_id} cannot be read instead: {reason}")
     from actprm.data.loaders import _hub_records
 
-    folder, subsets = tmp_path_factory.mktemp(name), defaultdict(list)
+    folder, files = tmp_path_factory.mktemp(name), defaultdict(list)
     for record in _hub_records(repo_id, name, None, None)[1]:
-        subsets[record.name].append(record.data)
-    for subset, records in subsets.items():
-        (folder / f"{subset}.json").write_text(json.dumps(records), encoding="utf-8")
+        files[file_of(record.data, record.name)].append(record.data)
+    for file, records in files.items():
+        lines = [json.dumps(record) for record in records] if file.endswith(".jsonl") else [json.dumps(records)]
+        (folder / file).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
 
@@ -78,7 +100,7 @@ def processbench_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prmbench_data(tmp_path_factory) -> Path:
-    """PRMBench: the 25 ``*.jsonl`` files of the shared data's README."""
+    """PRMBench: the 25 ``*.jsonl`` files of the shared data's README (from the Hub if need be)."""
     return benchmark_folder("prmbench", tmp_path_factory)
 
 

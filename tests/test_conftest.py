@@ -19,6 +19,14 @@ import json
 def test_reads_processbench(processbench_data):
     print("GSM8K", json.dumps(json.loads((processbench_data / "gsm8k.json").read_text())))
 """
+NEEDS_PRMBENCH = """
+import json
+
+
+def test_reads_prmbench(prmbench_data):
+    files = {path.name: path.read_text().splitlines() for path in sorted(prmbench_data.glob("*.jsonl"))}
+    print("PRMBENCH", json.dumps({name: [json.loads(line) for line in lines] for name, lines in files.items()}))
+"""
 
 
 def test_a_missing_shared_folder_skips_with_one_line_naming_it(tmp_path, monkeypatch):
@@ -50,12 +58,15 @@ def test_missing_skips_outside_ci(monkeypatch):
         missing("no browser")
 
 
-def pytest_in_a_checkout_without_shared_data(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run a test that needs ProcessBench with this suite's conftest in ``tmp_path/checkout`` (no ``../shared``)."""
+def pytest_in_a_checkout_without_shared_data(
+    tmp_path: Path, test: str = NEEDS_PROCESSBENCH, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``test`` (by default one that needs ProcessBench) with this suite's conftest in ``tmp_path/checkout``
+    (no ``../shared``)."""
     tests = tmp_path / "checkout" / "tests"
     tests.mkdir(parents=True)
     shutil.copy(HERE / "conftest.py", tests)
-    (tests / "test_needs_data.py").write_text(NEEDS_PROCESSBENCH)
+    (tests / "test_needs_data.py").write_text(test)
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "ACTPRM_SHARED_DATA")} | env
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-rsE", "-p", "no:cacheprovider", str(tests)]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -93,3 +104,26 @@ def test_without_shared_data_processbench_is_read_from_the_hub(processbench_data
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     read = json.loads(done.stdout.split("GSM8K ", 1)[1].splitlines()[0])
     assert read == json.loads((repo / "gsm8k.json").read_text())
+
+
+def test_without_shared_data_prmbench_is_read_from_the_hub_into_its_25_files(prmbench_data, tmp_path):
+    """The Hub's PRMBench (hitsmy/PRMBench_Preview) is one merged JSONL file; the suite splits it back into the
+    shared layout's files, each record in the file it came from, in order."""
+    expected = {path.name: [json.loads(line) for line in path.read_text().splitlines()[:2]]
+                for path in sorted(prmbench_data.glob("*.jsonl"))}  # fmt: skip
+    repo = tmp_path / "hub" / "datasets" / "hitsmy" / "PRMBench_Preview"
+    repo.mkdir(parents=True)
+    merged = [json.dumps(record) for records in expected.values() for record in records]
+    (repo / "prmbench_preview.jsonl").write_text("\n".join(merged) + "\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, str(HERE / "hub_server.py"), str(tmp_path / "hub"), url.rsplit(":", 1)[1]]
+    with server_process(command, f"{url}/requests", tmp_path / "hub.log"):
+        done = pytest_in_a_checkout_without_shared_data(
+            tmp_path, NEEDS_PRMBENCH, CI="true", HF_ENDPOINT=url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf-home")
+        )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    read = json.loads(done.stdout.split("PRMBENCH ", 1)[1].splitlines()[0])
+    assert len(expected) == 25 and read.keys() == expected.keys()
+    for name, records in expected.items():
+        assert [{key: row[key] for key in record} for row, record in zip(read[name], records)] == records, name
+        assert len(read[name]) == len(records), name
