@@ -17,7 +17,7 @@ problems; ProcessBench (four subsets) and PRMBench through the shipped `evaluate
 threshold. Writes ``runs.json``, ``results.md`` (the table) and ``real_data.png`` (AUROC and F1
 against labels used) to `--output_dir`.
 
-    python benchmarks/real_data.py --cpu --cache_dir /work/cache/real_data --output_dir bench-real
+    python benchmarks/real_data.py --cpu --cache_dir real-data-cache --output_dir bench-real
 """
 
 from __future__ import annotations

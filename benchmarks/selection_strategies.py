@@ -24,7 +24,7 @@ at the threshold chosen on the validation split. Writes ``runs.json``, ``results
 ``selection_strategies.png`` (test AUROC against labels used) to `--output_dir`.
 
     python benchmarks/selection_strategies.py --setting synthetic --output_dir bench-strategies/synthetic
-    python benchmarks/selection_strategies.py --setting real --cache_dir /work/cache/real_data \\
+    python benchmarks/selection_strategies.py --setting real --cache_dir real-data-cache \\
         --output_dir bench-strategies/real
 """
 
@@ -82,7 +82,7 @@ class StrategiesConfig:
     validation_size: int = field(default=300, metadata={"help": "Validation trajectories, for the F1 threshold."})
     test_size: int = field(default=600, metadata={"help": "Test trajectories."})
     max_length: int = field(default=768, metadata={"help": "Real: longest trajectory in tokens (as the cache was built)."})
-    cache_dir: str = field(default="/work/cache/real_data", metadata={"help": "Real: the step-feature cache."})
+    cache_dir: str = field(default="real-data-cache", metadata={"help": "Real: the step-feature cache."})
     shared_dir: str = field(default="../shared", metadata={"help": "Real: folder with data/ and models/."})
     layer: int = field(default=20, metadata={"help": "Real: the hidden layer the heads read."})
     runs: str | None = field(default=None, metadata={"help": "A runs.json of an earlier run: summarise it again."})
