@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
 from datasets import Dataset
 
 from .distributed import process_state
@@ -39,6 +38,7 @@ from .metrics import (
 )
 from .metrics import check_threshold
 from .scoring import StepScorer
+from .sharded_jobs import check_settings, read_jsonl, take_turns
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,13 @@ def _score_missing(
     """
     state = process_state()
     output_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_scorer(output_dir, scorer, state)
+    check_settings(
+        output_dir,
+        SCORER_FILE,
+        scorer.settings,
+        what="predictions of another scorer",
+        describe=lambda previous: f"{previous}; now {scorer.settings}",
+    )
     done = _read_predictions(output_dir)
     state.wait_for_everyone()  # every process has read the same files before any shard grows
     ids = dataset["id"]
@@ -215,7 +221,7 @@ def _score_missing(
         logger.info(
             "scoring %d of %d items (%d already in %s)", len(missing), len(ids), len(ids) - len(missing), output_dir
         )
-    shard = missing[state.process_index :: state.num_processes]
+    shard = list(take_turns(missing))
     shard_path = output_dir / f"predictions.shard-{state.process_index}.jsonl"
     with shard_path.open("a", encoding="utf-8") as shard_file:
         results = scorer.iter_scores(
@@ -231,36 +237,13 @@ def _score_missing(
     return done, len(missing)
 
 
-def _check_same_scorer(output_dir: Path, scorer: StepScorer, state: PartialState) -> None:
-    """Resuming is only sound with the scorer that wrote the predictions: its settings are kept in ``scorer.json``."""
-    path = output_dir / SCORER_FILE
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != scorer.settings:
-            raise ValueError(
-                f"{output_dir} holds predictions of another scorer ({previous}; now {scorer.settings}): "
-                "pick another output directory"
-            )
-    state.wait_for_everyone()
-    if state.is_main_process and not path.exists():
-        path.write_text(json.dumps(scorer.settings, indent=2) + "\n", encoding="utf-8")
-
-
 def _read_predictions(output_dir: Path) -> dict[str, dict[str, Any]]:
     """Scored items by id from ``predictions.jsonl`` and any shard files; a line cut short by a crash is skipped."""
-    predictions = {}
-    for path in sorted(output_dir.glob("predictions*.jsonl")):
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning(
-                        "%s, line %d: not JSON (an interrupted write?); the item is scored again", path, number
-                    )
-                    continue
-                predictions[record["id"]] = {field: record[field] for field in SCORED_FIELDS}
-    return predictions
+    return {
+        record["id"]: {field: record[field] for field in SCORED_FIELDS}
+        for path in sorted(output_dir.glob("predictions*.jsonl"))
+        for record in read_jsonl(path)
+    }
 
 
 def _padded_scores(row: Mapping[str, Any]) -> list[float]:

@@ -28,29 +28,35 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from datasets import Dataset, Features, IterableDataset, IterableDatasetDict, List, Value, load_dataset
+from datasets import Dataset, Features, IterableDataset, List, Value
 from tqdm.auto import tqdm
 
 from .distributed import process_state
 from .data import load_steps
-from .data.loaders import CONVERTERS, FORMATS, HUB_FORMATS, _data_files, infer_format_from_record
+from .data.loaders import (
+    CONVERTERS,
+    FORMATS,
+    HUB_FORMATS,
+    data_files,
+    dataset_records,
+    hub_dataset_id,
+    hub_split,
+    record_format,
+)
 from .data.records import OnError, RawRecord, RecordErrors, build_dataset, read_records
 from .scoring import StepScorer
+from .sharded_jobs import check_settings, take_turns, write_json
 from .selection import PER_HEAD_STRATEGIES, SINGLE_HEAD_STRATEGIES, SelectionSettings, pad_step_statistics
-
-if TYPE_CHECKING:
-    from accelerate import PartialState
 
 DATA_DIR = "data"
 DONE_DIR = "done"
@@ -65,7 +71,6 @@ SCORE_FEATURES = Features(
     }
 )
 """Columns the filter adds to each kept trajectory (the scorer's float32 outputs, stored exactly)."""
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -117,19 +122,17 @@ class TrajectoryPool:
         path = Path(source)
         self.name = str(path.resolve()) if path.exists() else str(source)
         if path.is_dir():
-            self.files = _data_files(path, split)
+            self.files = data_files(path, split)
             stems = [_stem(file) for file in self.files]
             clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
             if clashes:
                 raise ValueError(f"{path}: several files share the name(s) {clashes}; each shard needs its own")
         elif path.is_file():
-            if split is not None:
-                raise ValueError(f"split selects files in a folder or a Hub split; {path} is a single file")
-        elif HUB_ID.fullmatch(str(source)):
-            self.format = format or HUB_FORMATS.get(str(source))
-            self.stream = _hub_stream(str(source), split)
+            data_files(path, split)  # refuses a split
         else:
-            raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
+            repo_id = hub_dataset_id(source)
+            self.format = format or HUB_FORMATS.get(repo_id)
+            self.stream = hub_split(repo_id, split, streaming=True)[1]
 
     def shards(self) -> Iterator[PoolShard]:
         """Every shard in order, each loaded only when asked (a stream is still read through to reach it)."""
@@ -143,14 +146,13 @@ class TrajectoryPool:
             records, prefix = read_records(path, errors), _stem(path)
         else:
             prefix = str(self.stream.split or "train")
-            source = f"{self.name}[{prefix}]"
-            records = (RawRecord(dict(row), source, index, prefix, index) for index, row in enumerate(self.stream))
+            records = dataset_records(self.stream, f"{self.name}[{prefix}]", prefix)
         format = self.format
         for index in count():
             chunk = list(islice(records, self.shard_size))
             if not chunk:
                 break
-            format = format or _infer_format(chunk[0])
+            format = format or record_format(chunk[0])
             yield PoolShard(f"{prefix}-{index:05d}", lambda chunk=chunk, format=format: self._convert(chunk, format))
         errors.report(self.name)
 
@@ -224,23 +226,31 @@ def filter_pool(
         "random_share": random_share,
     }
     state = process_state()
-    _check_same_settings(output_dir, settings, state)
+    check_settings(output_dir, SETTINGS_FILE, settings, what="a filter run with other settings")
+    (output_dir / DATA_DIR).mkdir(exist_ok=True)
+    (output_dir / DONE_DIR).mkdir(exist_ok=True)
     done_before = {name for name in _shard_names(output_dir) if _read_marker(output_dir, name) is not None}
     state.wait_for_everyone()  # every process has listed the finished shards before any new one appears
 
     names = []
     show = show_progress and state.is_local_main_process
     with tqdm(desc="Filtering", unit="trajectory", disable=not show) as progress:
-        for index, shard in enumerate(pool.shards()):
-            names.append(shard.name)
-            if index % state.num_processes == state.process_index and shard.name not in done_before:
+        for shard in take_turns(_listed(pool.shards(), names)):
+            if shard.name not in done_before:
                 _filter_shard(scorer, shard, output_dir, selection, batch_size, state.process_index, progress)
     state.wait_for_everyone()
     summary = _summary(output_dir, names, settings, done_before)
     if state.is_main_process:
-        _write_json(output_dir / SUMMARY_FILE, summary)
+        write_json(output_dir / SUMMARY_FILE, summary)
     state.wait_for_everyone()
     return summary
+
+
+def _listed(shards: Iterator[PoolShard], names: list[str]) -> Iterator[PoolShard]:
+    """``shards``, appending each one's name to ``names`` as it is read (every process lists them all)."""
+    for shard in shards:
+        names.append(shard.name)
+        yield shard
 
 
 def uncertain_trajectories(
@@ -318,7 +328,7 @@ def _filter_shard(
         "truncated": sum(result["truncated"] for result in results),
         "process_index": process_index,
     }
-    _write_json(output_dir / DONE_DIR / f"{shard.name}.json", marker)
+    write_json(output_dir / DONE_DIR / f"{shard.name}.json", marker)
 
 
 def _summary(output_dir: Path, names: list[str], settings: dict[str, Any], done_before: set[str]) -> dict[str, Any]:
@@ -346,26 +356,6 @@ def _fraction(kept: int, seen: int) -> float:
     return kept / seen if seen else 0.0
 
 
-def _check_same_settings(output_dir: Path, settings: dict[str, Any], state: PartialState) -> None:
-    """Shards are only comparable under one set of settings, kept in ``filter.json``."""
-    path = output_dir / SETTINGS_FILE
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != settings:
-            changed = sorted(key for key in settings if previous.get(key) != settings[key])
-            raise ValueError(
-                f"{output_dir} holds a filter run with other settings ({', '.join(changed)} differ): "
-                "pick another output directory"
-            )
-    state.wait_for_everyone()
-    if state.is_main_process:
-        (output_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
-        (output_dir / DONE_DIR).mkdir(exist_ok=True)
-        if not path.exists():
-            _write_json(path, settings)
-    state.wait_for_everyone()
-
-
 def _shard_names(output_dir: Path) -> list[str]:
     return sorted(path.stem for path in (output_dir / DONE_DIR).glob("*.json"))
 
@@ -380,30 +370,5 @@ def _read_marker(output_dir: Path, name: str) -> dict[str, int] | None:
     return marker if complete and (output_dir / DATA_DIR / f"{name}.parquet").is_file() else None
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def _stem(path: Path) -> str:
     return path.name.split(".")[0]
-
-
-def _infer_format(record: RawRecord) -> str:
-    format = infer_format_from_record(record.data)
-    if format is None:
-        raise ValueError(
-            f"{record.source}: cannot infer the format from the keys {sorted(record.data)}; pass format= "
-            f"(one of {', '.join(FORMATS)})"
-        )
-    return format
-
-
-def _hub_stream(repo_id: str, split: str | None) -> IterableDataset:
-    stream = load_dataset(repo_id, split=split, streaming=True)
-    if isinstance(stream, IterableDatasetDict):
-        if len(stream) != 1:
-            raise ValueError(f"{repo_id} has splits {list(stream)}; pick one with split=")
-        stream = next(iter(stream.values()))
-    return stream

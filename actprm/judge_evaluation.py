@@ -35,6 +35,7 @@ from .data import PROCESSBENCH_SUBSETS
 from .evaluation import BENCHMARK_DATA, SUMMARY_FILE, TABLE_FILE, _data_name, _load, _markdown, _percent
 from .judges import Annotation, Judge, JudgeUnavailableError
 from .metrics import average_over_subsets, processbench_scores
+from .sharded_jobs import check_settings, read_jsonl
 
 PREDICTIONS_FILE = "predictions.jsonl"
 JUDGE_FILE = "judge.json"
@@ -78,7 +79,13 @@ def evaluate_judge_processbench(
     dataset = _load(data, "processbench", subset=subsets)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_judge(output_dir, judge)
+    check_settings(
+        output_dir,
+        JUDGE_FILE,
+        {"judge": judge.identity},
+        what="answers of another judge",
+        describe=lambda previous: f"{previous['judge']}; now {judge.identity}",
+    )
     done = _read_answers(output_dir)
     todo = [row for row in dataset if row["id"] not in done]
     if todo:
@@ -144,32 +151,10 @@ def _subset_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _check_same_judge(output_dir: Path, judge: Judge) -> None:
-    """Answers of one judge only: its identity is kept in ``judge.json``."""
-    path = output_dir / JUDGE_FILE
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))["judge"]
-        if previous != judge.identity:
-            raise ValueError(
-                f"{output_dir} holds answers of another judge ({previous}; now {judge.identity}): "
-                "pick another output directory"
-            )
-    else:
-        path.write_text(json.dumps({"judge": judge.identity}, indent=2) + "\n", encoding="utf-8")
-
-
 def _read_answers(output_dir: Path) -> dict[str, dict[str, Any]]:
     """Saved answers by id; a last line cut short by a crash is asked again."""
     path = output_dir / PREDICTIONS_FILE
-    answers = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                answer = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            answers[answer["id"]] = answer
-    return answers
+    return {answer["id"]: answer for answer in read_jsonl(path)} if path.exists() else {}
 
 
 def _judge_table(summary: dict[str, Any]) -> str:

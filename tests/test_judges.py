@@ -1,32 +1,28 @@
 """Judges against real servers: `transformers serve` with the tiny backbone, and a scripted endpoint.
 
-The scripted endpoint is a real aiohttp server in its own process. Each item's problem text holds
-``script=a,b,c``: the endpoint answers that item's first request with action ``a``, the second
-with ``b``, and repeats the last. Actions: ``ok:N`` (a reasoning-style answer ending in
-``\\boxed{N}``), ``junk`` (no answer), ``429``/``503``/``400`` (that status), ``slow`` (answers
-after 30 s).
+The scripted endpoint is the critic server of tests/critic_server.py in its own process. Each item's
+problem text holds ``script=a,b,c``: the server answers that item's first request with action ``a``, the
+second with ``b``, and repeats the last. Actions: ``ok:N`` (a reasoning-style answer ending in
+``\\boxed{N}``), ``unparseable`` (no answer), ``429``/``503``/``400`` (that status), ``slow`` (answers
+after 30 s), and the server's other faults.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import dataclasses
-import json
 import multiprocessing
 import os
-import re
 import socket
 import sqlite3
 import sys
 import threading
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import free_port, server_process
+from critic_server import serving as critic_server
 
 from actprm.data import StepDataError, make_arithmetic_dataset
 from actprm.judges import (
@@ -358,94 +354,12 @@ def test_store_survives_a_write_cut_short(tmp_path):
 # OpenAIJudge against a scripted OpenAI-compatible endpoint
 
 
-def _run_scripted_endpoint(port_queue, delay: float, fail_first: int) -> None:
-    """Each item's problem text holds its script: the actions of its successive requests, the last one repeated.
-
-    ``ok:K`` answers \\boxed{K}; a number is that HTTP status; ``slow`` answers after 30 s; ``junk`` is no answer;
-    ``nonjson`` is a 200 whose body is not JSON; ``empty`` has no choices; ``reset`` drops the connection. The
-    first ``fail_first`` requests of all (the availability probe included) get a 503.
-    """
-    from aiohttp import web
-
-    requests: collections.Counter[str] = collections.Counter()
-    in_flight = {"now": 0, "max": 0}
-
-    async def chat(request: web.Request) -> web.Response:
-        body = await request.json()
-        content = body["messages"][-1]["content"]
-        scripted = re.search(r"script=(\S+)", content)
-        script = scripted.group(1).split(",") if scripted else ["ok:-1"]  # e.g. the availability probe
-        action = "503" if sum(requests.values()) < fail_first else script[min(requests[content], len(script) - 1)]
-        requests[content] += 1
-        in_flight["now"] += 1
-        in_flight["max"] = max(in_flight["max"], in_flight["now"])
-        try:
-            await asyncio.sleep(delay + (30 if action == "slow" else 0))
-        finally:
-            in_flight["now"] -= 1
-        if action.isdigit():
-            headers = {"Retry-After": "0"} if action == "429" else {}
-            return web.json_response({"error": {"message": f"scripted {action}"}}, status=int(action), headers=headers)
-        if action == "reset":
-            request.transport.close()
-            return web.Response()
-        if action == "nonjson":
-            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
-        if action == "junk":
-            text = "<think>Let me look at each paragraph.</think>\nThe solution seems mostly fine overall."
-        elif action == "empty":
-            text = ""
-        else:
-            index = action.split(":")[1]
-            text = f"<think>Paragraph by paragraph: the first error is {index}.</think>\n\nSo \\boxed{{{index}}}"
-        return web.json_response(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [] if action == "empty" else [
-                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                ],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-            }
-        )
-
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": sum(requests.values()), "max_in_flight": in_flight["max"]})
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_get("/stats", stats)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 @contextmanager
 def scripted_endpoint(delay: float = 0.0, fail_first: int = 0):
-    """Start the scripted endpoint in its own process; yields (base_url, stats(), process)."""
-    context = multiprocessing.get_context("fork")
-    port_queue = context.Queue()
-    process = context.Process(target=_run_scripted_endpoint, args=(port_queue, delay, fail_first), daemon=True)
-    process.start()
-    try:
-        port = port_queue.get(timeout=30)
-
-        def stats() -> dict:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-                return json.load(response)
-
-        yield f"http://127.0.0.1:{port}/v1", stats, process
-    finally:
-        process.kill()
-        process.join(timeout=10)
+    """The critic server (tests/critic_server.py) answering each item by the script in its problem text;
+    a ``slow`` answer takes 30 s. Yields (base_url, stats(), process)."""
+    with critic_server(delay, "--slow", "30", "--fail_first", str(fail_first)) as served:
+        yield served
 
 
 def _items(*scripts: str, steps: list[str] = STEPS) -> list[dict]:
@@ -482,7 +396,7 @@ def test_openai_judge_retries_rate_limits_server_errors_and_unparseable_answers(
     with scripted_endpoint() as (base_url, stats, _):
         judge = _judge(base_url)
         rate_limited, unparseable_once, unparseable, bad_request = judge.annotate(
-            _items("429,503,ok:2", "junk,ok:1", "junk", "400")
+            _items("429,503,ok:2", "unparseable,ok:1", "unparseable", "400")
         )
         assert rate_limited.first_error == 2 and rate_limited.tokens == 120  # failed attempts cost nothing
         assert unparseable_once.first_error == 1 and unparseable_once.tokens == 240
@@ -490,7 +404,7 @@ def test_openai_judge_retries_rate_limits_server_errors_and_unparseable_answers(
             "unparseable answer: no \\boxed"
         )
         assert not unparseable.server_error and bad_request.server_error
-        assert (unparseable.attempts, unparseable.tokens) == (2, 240) and "seems mostly fine" in unparseable.raw_output
+        assert (unparseable.attempts, unparseable.tokens) == (2, 240) and "looks reasonable" in unparseable.raw_output
         assert isinstance(bad_request, JudgeFailure) and "HTTP 400" in bad_request.reason and bad_request.attempts == 1
         assert stats()["requests"] == 3 + 2 + 2 + 1
         assert (judge.stats.requests, judge.stats.annotations, judge.stats.failures) == (8, 2, 2)
@@ -501,7 +415,7 @@ def test_openai_judge_retries_every_transient_fault_and_logs_why(caplog):
         judge = _judge(base_url, max_retries=3, parse_retries=2)
         with caplog.at_level("WARNING", logger="actprm"):
             results = judge.annotate(
-                _items("nonjson,nonjson,ok:1", "reset,503,ok:2", "empty,ok:0", "ok:7,ok:-1", "429,reset,nonjson,ok:1")
+                _items("not_json,not_json,ok:1", "reset,503,ok:2", "no_choices,ok:0", "ok:7,ok:-1", "429,reset,not_json,ok:1")
             )
         assert [r.first_error for r in results] == [1, 2, 0, -1, 1]  # no faulty answer became a label
         assert judge.stats.faults == {"malformed response": 3, "RemoteProtocolError": 2, "HTTP 503": 1, "HTTP 429": 1}
@@ -520,16 +434,16 @@ def test_check_available_retries_a_transient_error_before_giving_up():
 def test_a_judge_answering_garbage_stops_within_its_window():
     with scripted_endpoint() as (base_url, stats, _):
         judge = _judge(base_url, concurrency=2, unparseable_window=10, max_unparseable_rate=0.5)
-        batches = [judge.annotate(_items(*["junk"] * 4)) for _ in range(4)]  # as the trainer asks: batch by batch
+        batches = [judge.annotate(_items(*["unparseable"] * 4)) for _ in range(4)]  # as the trainer asks: batch by batch
         assert all(isinstance(r, JudgeFailure) for batch in batches for r in batch)
         assert not any(r.judge_down for batch in batches[:2] for r in batch)  # 8 items: the window is not full
         stopped = batches[2][-1]
         assert stopped.judge_down and all(r.judge_down for r in batches[3])
         assert "unparseable: 10 of its last 10 (limit 50%)" in stopped.reason
-        assert "seems mostly fine overall" in stopped.reason and "spent so far by this judge: 2" in stopped.reason
+        assert "looks reasonable to me" in stopped.reason and "spent so far by this judge: 2" in stopped.reason
         assert 2 * 10 <= stats()["requests"] <= 2 * 12  # two answers for each item of the window and in flight
 
-        scripts = [f"junk,ok:{n % 3}" if n % 2 else "junk" for n in range(40)]
+        scripts = [f"unparseable,ok:{n % 3}" if n % 2 else "unparseable" for n in range(40)]
         # one item at a time: answers come back in order, so no window ever holds more than 5 failures of 10
         mixed = _judge(base_url, concurrency=1, unparseable_window=10).annotate(_items(*scripts))
         assert all(r.first_error == n % 3 for n, r in enumerate(mixed) if n % 2)  # one item in two fails: no stop
@@ -572,7 +486,7 @@ def test_openai_judge_majority_vote_over_samples():
     with scripted_endpoint() as (base_url, stats, _):
         judge = _judge(base_url, num_samples=3, temperature=0.7)
         majority, with_retry, tie = judge.annotate(
-            _items("ok:1,ok:2,ok:1", "ok:2,junk,ok:0,ok:2", "ok:0,ok:2,junk,junk")
+            _items("ok:1,ok:2,ok:1", "ok:2,unparseable,ok:0,ok:2", "ok:0,ok:2,unparseable,unparseable")
         )
         assert majority.first_error == 1 and majority.tokens == 360
         assert with_retry.first_error == 2 and with_retry.raw_output.count("=== sample") == 4
@@ -586,12 +500,12 @@ def test_openai_judge_keeps_concurrency_bounded():
     with scripted_endpoint(delay=0.2) as (base_url, stats, _):
         results = _judge(base_url, concurrency=3).annotate(_items(*["ok:0"] * 12))
         assert all(result.first_error == 0 for result in results)
-        assert stats()["max_in_flight"] == 3
+        assert stats()["peak_concurrent_critiques"] == 3
 
 
 def test_openai_judge_cache_means_no_question_is_asked_twice(tmp_path):
     cache_path = tmp_path / "judge-cache.sqlite"
-    items = _items("ok:1", "ok:-1", "junk")
+    items = _items("ok:1", "ok:-1", "unparseable")
     with scripted_endpoint() as (base_url, stats, _):
         first = _judge(base_url, cache_path=cache_path).annotate(items + [{**items[0], "id": "same question"}])
         assert stats()["requests"] == 1 + 1 + 2  # a question asked twice in a batch is sent once

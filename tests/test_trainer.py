@@ -8,8 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 import torch
 
 from conftest import free_port
+from critic_server import serving as critic_server
 
 from actprm import make_arithmetic_dataset
 from actprm.cli import main as cli_main
@@ -24,8 +23,6 @@ from actprm.judges import AnnotationStore, ArithmeticJudge, JudgeCache, JudgeUna
 from actprm.scoring import StepScorer
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
-
-HERE = Path(__file__).resolve().parent
 
 
 def make_config(tmp_path: Path, **overrides) -> ActivePRMConfig:
@@ -131,14 +128,18 @@ def test_chat_template_layout_trains_and_is_saved_with_the_model(tiny_backbone, 
 
 
 def test_pseudo_label_accuracy_is_measured_on_confident_labelled_rows(tiny_backbone, tmp_path):
+    """At learning rate 0 the model that selected is the saved one: its pseudo-labels are counted here, by hand."""
     pool = make_arithmetic_dataset(24, seed=4)
-    args = make_config(tmp_path, std_threshold=1.0, pred_threshold=0.5 + 1e-6, logging_steps=1)
+    args = make_config(tmp_path, std_threshold=1.0, pred_threshold=0.5 + 1e-6, logging_steps=1, learning_rate=0.0)
     trainer = ActivePRMTrainer(tiny_backbone, args=args, train_dataset=pool)
     trainer.train()
-    summary = trainer.active_learning_summary()
-    assert summary["confident_with_label"] == 24
+    trainer.save_model()
+    assert trainer.active_learning_summary()["confident_with_label"] == 24
+    results = StepScorer.from_pretrained(args.output_dir).score(pool, show_progress=False)
+    pseudo_labels = [next((step for step, p in enumerate(result["scores"]) if p < 0.5), -1) for result in results]
+    correct = sum(pseudo == label for pseudo, label in zip(pseudo_labels, pool["label"]))
     accuracies = [e["active/pseudo_label_accuracy"] for e in trainer.state.log_history if "active/pseudo_label_accuracy" in e]
-    assert accuracies and accuracies[-1] == summary["confident_correct"] / 24
+    assert accuracies and accuracies[-1] == correct / 24
 
 
 def test_online_mode_stores_judge_labels_and_never_pays_twice(tiny_backbone, tmp_path):
@@ -211,25 +212,6 @@ def test_judge_down_at_start_fails_before_training(tiny_backbone, tmp_path):
 
 
 # ----- real processes: a critic server, a killed trainer, two training processes -----
-
-
-@contextmanager
-def critic_server(delay: float = 0.0, *flags: str):
-    """The critic server of tests/critic_server.py (with its ``flags``) in its own process; yields (base_url,
-    stats, process)."""
-    process = subprocess.Popen([sys.executable, str(HERE / "critic_server.py"), "--delay", str(delay), *flags],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(process.stdout.readline())
-
-        def stats() -> dict:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-                return json.load(response)
-
-        yield f"http://127.0.0.1:{port}/v1", stats, process
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def critic_judge(base_url: str) -> OpenAIJudge:

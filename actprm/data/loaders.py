@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
-from datasets import Dataset, DatasetDict, get_dataset_config_names, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, get_dataset_config_names, load_dataset
 
 from .formats import (
     PROCESSBENCH_SUBSETS,
@@ -66,13 +66,11 @@ def load_steps(
     subsets = _subsets(subset)
     path = Path(source)
     if path.exists():
-        files = _data_files(path, split)
+        files = data_files(path, split)
         format = format or infer_format(files[0])
         records: Iterable[RawRecord] = chain.from_iterable(read_records(file, errors) for file in files)
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
-        format, records = _hub_records(str(source), format, subsets, split)
     else:
-        raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
+        format, records = _hub_records(hub_dataset_id(source), format, subsets, split)
     if format not in CONVERTERS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if format == "processbench":
@@ -154,7 +152,23 @@ def _parse_json(text: str, source: str, where: int | str) -> Any:
         raise StepDataError(f"not JSON: {error}", source=source, record=where) from None
 
 
-def _data_files(path: Path, split: str | None) -> list[Path]:
+def data_files(path: Path, split: str | None = None) -> list[Path]:
+    """The data files of a file or folder: the file itself, or the folder's data files by name.
+
+    Args:
+        path: a ``.json``/``.jsonl``/``.parquet`` file or a folder of them.
+        split: in a folder, keep the files whose name has this token (``phase1_train``, ``test``).
+
+    Raises:
+        ValueError: for a ``split`` of a single file.
+        FileNotFoundError: for a folder without (such) data files.
+
+    Example:
+        ```python
+        >>> data_files(Path("data/prm800k"), split="phase2_train")
+        [PosixPath('data/prm800k/phase2_train.jsonl')]
+        ```
+    """
     if path.is_file():
         if split is not None:
             raise ValueError(f"split selects files in a folder or a Hub split; {path} is a single file")
@@ -166,6 +180,48 @@ def _data_files(path: Path, split: str | None) -> list[Path]:
         wanted = f" with {split!r} in their name" if split is not None else ""
         raise FileNotFoundError(f"{path}: no {'/'.join(DATA_SUFFIXES)} files{wanted}")
     return files
+
+
+def hub_dataset_id(source: str | os.PathLike[str]) -> str:
+    """``source`` as a Hub dataset id, for a source that is no local file or folder; else a FileNotFoundError."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
+    return str(source)
+
+
+def hub_split(repo_id: str, split: str | None = None, *, streaming: bool = False) -> tuple[str, Dataset | IterableDataset]:
+    """One split of a Hub dataset (the only one when ``split`` is None), loaded or streamed, and its name.
+
+    Raises:
+        ValueError: the dataset has several splits and ``split`` is None.
+
+    Example:
+        ```python
+        >>> name, stream = hub_split("user/pool", "train", streaming=True)
+        ```
+    """
+    loaded = load_dataset(repo_id, split=split, streaming=streaming)
+    if isinstance(loaded, (DatasetDict, IterableDatasetDict)):
+        if len(loaded) != 1:
+            raise ValueError(f"{repo_id} has splits {list(loaded)}; pick one with split=")
+        split, loaded = next(iter(loaded.items()))
+    return str(split or loaded.split or "train"), loaded
+
+
+def dataset_records(dataset: Iterable[dict[str, Any]], source: str, name: str) -> Iterator[RawRecord]:
+    """The rows of a (streamed) dataset as raw records of ``source`` (``"user/pool[train]"``), ids ``<name>-<n>``."""
+    return (RawRecord(dict(row), source, index, name, index) for index, row in enumerate(dataset))
+
+
+def record_format(record: RawRecord) -> str:
+    """The format of a source, from its first record, or a ValueError naming the source and the record's keys."""
+    format = infer_format_from_record(record.data)
+    if format is None:
+        raise ValueError(
+            f"{record.source}: cannot infer the format from the keys {sorted(record.data)}; pass format= "
+            f"(one of {', '.join(FORMATS)})"
+        )
+    return format
 
 
 def _subsets(subset: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -193,20 +249,9 @@ def _hub_records(
             for name in subsets or PROCESSBENCH_SUBSETS
         ]
     else:
-        loaded = load_dataset(repo_id, split=split)
-        if isinstance(loaded, DatasetDict):
-            if len(loaded) != 1:
-                raise ValueError(f"{repo_id} has splits {list(loaded)}; pick one with split=")
-            split, loaded = next(iter(loaded.items()))
+        split, loaded = hub_split(repo_id, split)
         parts = [(split, loaded)]
         if format is None:
-            format = infer_format_from_record(loaded[0] if len(loaded) else {})
-            if format is None:
-                columns = loaded.column_names
-                raise ValueError(f"{repo_id}: cannot infer the format from its columns {columns}; pass format=")
-    records = (
-        RawRecord(dict(row), f"{repo_id}[{name}]", index, name, index)
-        for name, dataset in parts
-        for index, row in enumerate(dataset)
-    )
+            format = record_format(RawRecord(loaded[0] if len(loaded) else {}, f"{repo_id}[{split}]", 0, split, 0))
+    records = chain.from_iterable(dataset_records(dataset, f"{repo_id}[{name}]", name) for name, dataset in parts)
     return format, records
