@@ -30,9 +30,8 @@ from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file
 
-from .default_backbone import DEFAULT_SEPARATOR
 from .gguf_loading import load_backbone_tokenizer, load_gguf_backbone
-from .tokenization import IGNORE_INDEX, add_separator_token
+from .tokenization import DEFAULT_SEPARATOR, IGNORE_INDEX, add_separator_token
 
 __all__ = [
     "EnsembleHead",

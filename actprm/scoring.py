@@ -55,11 +55,10 @@ from transformers import (
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .data.schema import validate_record
-from .default_backbone import DEFAULT_SEPARATOR
 from .metrics import DEFAULT_THRESHOLD, first_error_from_scores
 from .metrics import check_threshold
 from .modeling import MODEL_TYPE, EnsemblePRMModel
-from .tokenization import StepTokenizer, separator_token_id
+from .tokenization import DEFAULT_SEPARATOR, StepTokenizer, separator_token_id
 
 ModelKind = Literal["ensemble", "token_classification", "process_reward", "step_tag", "value_head"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("ensemble", "token_classification", "process_reward", "step_tag", "value_head")

@@ -20,10 +20,10 @@ import torch
 from transformers import AutoTokenizer, Qwen2Config
 
 from actprm.data.synthetic import make_arithmetic_dataset
-from actprm.default_backbone import DEFAULT_SEPARATOR, default_backbone
+from actprm.default_backbone import default_backbone
 from actprm.modeling import EnsemblePRMConfig, EnsemblePRMModel
 from actprm.selection import considered_steps, pad_step_statistics, select_confident
-from actprm.tokenization import IGNORE_INDEX
+from actprm.tokenization import DEFAULT_SEPARATOR, IGNORE_INDEX
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
 
