@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from .distributed import process_state
 from .data import load_steps
 from .data.loaders import CONVERTERS, FORMATS, HUB_FORMATS, _data_files, infer_format_from_record
 from .data.records import OnError, RawRecord, RecordErrors, build_dataset, read_records
+from .hub_utils import hub_repo_id
 from .scoring import StepScorer
 from .selection import PER_HEAD_STRATEGIES, SINGLE_HEAD_STRATEGIES, SelectionSettings, pad_step_statistics
 
@@ -65,7 +65,6 @@ SCORE_FEATURES = Features(
     }
 )
 """Columns the filter adds to each kept trajectory (the scorer's float32 outputs, stored exactly)."""
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class TrajectoryPool:
         elif path.is_file():
             if split is not None:
                 raise ValueError(f"split selects files in a folder or a Hub split; {path} is a single file")
-        elif HUB_ID.fullmatch(str(source)):
+        elif hub_repo_id(source, namespaced=True):
             self.format = format or HUB_FORMATS.get(str(source))
             self.stream = _hub_stream(str(source), split)
         else:

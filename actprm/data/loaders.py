@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, get_dataset_config_names, load_dataset
 
+from ..hub_utils import hub_repo_id
 from .formats import (
     PROCESSBENCH_SUBSETS,
     convert_canonical,
@@ -69,7 +70,7 @@ def load_steps(
         files = _data_files(path, split)
         format = format or infer_format(files[0])
         records: Iterable[RawRecord] = chain.from_iterable(read_records(file, errors) for file in files)
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+    elif hub_repo_id(source, namespaced=True):
         format, records = _hub_records(str(source), format, subsets, split)
     else:
         raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
