@@ -16,7 +16,6 @@ to its own ``predictions.shard-<rank>.jsonl`` as it goes; the main process then 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from accelerate import PartialState
 from datasets import Dataset
+from transformers.utils import logging
 
 from .distributed import process_state
 from .data import PROCESSBENCH_SUBSETS, load_steps
@@ -40,7 +40,7 @@ from .metrics import check_threshold
 from .metrics.formatting import format_percent
 from .scoring import StepScorer
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 BENCHMARK_DATA = {"processbench": "Qwen/ProcessBench", "prmbench": "hitsmy/PRMBench_Preview"}
 """Hub dataset of each benchmark, the default ``data``."""
