@@ -26,12 +26,11 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .constants import DEFAULT_SEPARATOR
+
 if TYPE_CHECKING:  # the building code imports them when it runs: `default_backbone()` is only a path
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
-
-DEFAULT_SEPARATOR = "<extra_0>"
-"""Step separator shared with Qwen2.5-Math-PRM and the ActPRM release."""
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", DEFAULT_SEPARATOR]
 CHAT_TEMPLATE = (

@@ -16,14 +16,13 @@ to its own ``predictions.shard-<rank>.jsonl`` as it goes; the main process then 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from transformers.utils import logging
 
 from .distributed import process_state
 from .data import PROCESSBENCH_SUBSETS, load_steps
@@ -37,10 +36,11 @@ from .metrics import (
     validity_labels,
 )
 from .metrics import check_threshold
+from .metrics.formatting import format_percent
 from .scoring import StepScorer
 from .sharded_jobs import check_settings, read_jsonl, take_turns
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 BENCHMARK_DATA = {"processbench": "Qwen/ProcessBench", "prmbench": "hitsmy/PRMBench_Preview"}
 """Hub dataset of each benchmark, the default ``data``."""
@@ -289,10 +289,6 @@ def _finish(
     state.wait_for_everyone()
 
 
-def _percent(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] * len(header)) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
@@ -300,7 +296,7 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def _processbench_table(summary: dict[str, Any]) -> str:
     def line(name: str, metrics: Mapping[str, float], items: str) -> list[str]:
-        return [name, items, _percent(metrics["error_acc"]), _percent(metrics["correct_acc"]), _percent(metrics["f1"])]
+        return [name, items, format_percent(metrics["error_acc"]), format_percent(metrics["correct_acc"]), format_percent(metrics["f1"])]
 
     rows = [line(s, m, str(m["num_items"])) for s, m in summary["per_subset"].items()]
     rows.append(line("**average**", summary["average"], str(summary["num_items"])))
@@ -314,7 +310,7 @@ def _processbench_table(summary: dict[str, Any]) -> str:
 
 def _prmbench_table(summary: dict[str, Any]) -> str:
     def line(name: str, metrics: Mapping[str, float]) -> list[str]:
-        return [name, _percent(metrics["prm_score"]), _percent(metrics["f1"]), _percent(metrics["negative_f1"])]
+        return [name, format_percent(metrics["prm_score"]), format_percent(metrics["f1"]), format_percent(metrics["negative_f1"])]
 
     rows = [line(name, metrics) for name, metrics in summary["per_classification"].items()]
     rows.append(line("**overall**", summary))

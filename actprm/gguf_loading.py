@@ -18,11 +18,11 @@ from transformers import AutoModel, AutoTokenizer, GgufConfig, PreTrainedModel, 
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 from transformers.utils import cached_file
 
+from .hub_utils import download_options
+
 __all__ = ["GGUFCheckpoint", "check_gguf_file", "load_backbone_tokenizer", "load_gguf_backbone", "resolve_gguf_file"]
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-TOKENIZER_KWARGS = (*HUB_KWARGS, "trust_remote_code")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def resolve_gguf_file(name_or_path: str | os.PathLike, gguf_file: str | os.PathL
     (absolute, because `from_pretrained` joins a relative ``gguf_file`` to ``name_or_path`` again)."""
     if os.path.isfile(gguf_file):
         return os.path.abspath(gguf_file)
-    hub_kwargs = {key: hub_kwargs[key] for key in HUB_KWARGS if hub_kwargs.get(key) is not None}
+    hub_kwargs = download_options(hub_kwargs)
     return os.path.abspath(cached_file(str(name_or_path), str(gguf_file), **hub_kwargs))
 
 
@@ -110,7 +110,7 @@ def load_backbone_tokenizer(
     Only the download options of ``load_kwargs`` (``revision``, ``token``, ...) and
     ``trust_remote_code`` are used.
     """
-    hub_kwargs = {key: load_kwargs[key] for key in TOKENIZER_KWARGS if load_kwargs.get(key) is not None}
+    hub_kwargs = download_options(load_kwargs, trust_remote_code=True)
     if gguf_file is None:
         return AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     path = resolve_gguf_file(name_or_path, gguf_file, **hub_kwargs)

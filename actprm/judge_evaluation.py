@@ -32,10 +32,11 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .data import PROCESSBENCH_SUBSETS
-from .evaluation import BENCHMARK_DATA, SUMMARY_FILE, TABLE_FILE, _data_name, _load, _markdown, _percent
+from .evaluation import BENCHMARK_DATA, SUMMARY_FILE, TABLE_FILE, _data_name, _load, _markdown
 from .judges import Annotation, Judge, JudgeUnavailableError
 from .metrics import average_over_subsets, processbench_scores
 from .sharded_jobs import check_settings, read_jsonl
+from .metrics.formatting import format_percent
 
 PREDICTIONS_FILE = "predictions.jsonl"
 JUDGE_FILE = "judge.json"
@@ -160,7 +161,7 @@ def _read_answers(output_dir: Path) -> dict[str, dict[str, Any]]:
 def _judge_table(summary: dict[str, Any]) -> str:
     def line(name: str, metrics: dict[str, float], items: int) -> list[str]:
         values = [metrics[key] for key in ("error_acc", "correct_acc", "f1", "unparseable_share")]
-        return [name, str(items), *map(_percent, values)]
+        return [name, str(items), *map(format_percent, values)]
 
     rows = [line(subset, metrics, metrics["num_items"]) for subset, metrics in summary["per_subset"].items()]
     rows.append(line("**average**", summary["average"], summary["num_items"]))

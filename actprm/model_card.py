@@ -16,7 +16,6 @@ that a wheel ships as files), read with `importlib.resources`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
+from .hub_utils import hub_repo_id
 from .judges import ANNOTATION_FEATURES
+from .metrics.formatting import format_percent as _percent, is_defined as _defined
 from .modeling import EnsemblePRMConfig
 
 if TYPE_CHECKING:
@@ -208,15 +207,6 @@ def describe_selection(selection: Mapping[str, Any]) -> str:
     return text + (f" Budget: at most {' and '.join(budgets)}." if budgets else "")
 
 
-def _defined(value: float | None) -> bool:
-    """Whether a metric has a value: not missing, not NaN, not the PRMBench sentinel -1 for "undefined"."""
-    return value is not None and not math.isnan(value) and value >= 0
-
-
-def _percent(value: float | None) -> str:
-    return f"{100 * value:.1f}" if _defined(value) else "n/a"
-
-
 def _require(summary: Mapping[str, Any], keys: Iterable[str], where: str) -> None:
     missing = [key for key in keys if key not in summary]
     if missing:
@@ -307,17 +297,6 @@ def _benchmark_tables(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, d
     return tables
 
 
-def hub_id(name: str | None) -> str | None:
-    """``name`` if it is a Hub repo id (not a local path), else ``None``."""
-    if not name or Path(name).exists():
-        return None
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return None
-    return name
-
-
 def _statistics_rows(statistics: Mapping[str, int]) -> list[tuple[str, str]]:
     rows = [(label, f"{statistics[name]:,}") for name, label in STATISTICS.items() if name in statistics]
     seen, selected = statistics.get("seen"), statistics.get("selected")
@@ -357,7 +336,7 @@ def build_model_card(
     """
     summaries = _check_summaries(eval_summaries)
     backbone = config.backbone_config
-    base_model = base_model or hub_id(getattr(backbone, "name_or_path", None))
+    base_model = base_model or hub_repo_id(getattr(backbone, "name_or_path", None))
     datasets = list(datasets if datasets is not None else training.datasets if training else [])
     card_data = ModelCardData(
         language="en",
@@ -495,5 +474,5 @@ def build_dataset_card(
             {"name": name, "type": _type_name(feature), "description": COLUMN_DESCRIPTIONS.get(name, "")}
             for name, feature in dataset.features.items()
         ],
-        source=hub_id(source),
+        source=hub_repo_id(source),
     )

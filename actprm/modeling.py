@@ -30,9 +30,9 @@ from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file
 
-from .default_backbone import DEFAULT_SEPARATOR
 from .gguf_loading import load_backbone_tokenizer, load_gguf_backbone
-from .tokenization import IGNORE_INDEX, add_separator_token
+from .hub_utils import download_options
+from .tokenization import DEFAULT_SEPARATOR, IGNORE_INDEX, add_separator_token
 
 __all__ = [
     "EnsembleHead",
@@ -53,7 +53,6 @@ RELEASE_ENSEMBLE_KEYS = {
 """Keys the ActPRM release adds to its Qwen2 ``config.json``, and their names in `EnsemblePRMConfig`."""
 RELEASE_HEAD_KEY = "score.model.nn1.weight"
 RELEASE_HEAD_HIDDEN_SIZE = 128
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
 
 @strict
@@ -128,7 +127,7 @@ class EnsemblePRMConfig(PreTrainedConfig):
         cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Read `config.json`, converting the ActPRM release format (a Qwen2 config with ensemble keys)."""
-        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if kwargs.get(key) is not None}
+        hub_kwargs = download_options(kwargs, trust_remote_code=True)
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         model_type = config_dict.get("model_type")
         if model_type == cls.model_type:

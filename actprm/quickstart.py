@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .strategies import check_confidence_thresholds
+
 if TYPE_CHECKING:  # imported when a run starts: `actprm quickstart --help` needs only the config
     from datasets import Dataset
 
@@ -61,10 +63,7 @@ class QuickstartConfig:
             raise ValueError(f"--error_rate must be in [0, 1], got {self.error_rate}")
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.5 < self.pred_threshold <= 1:
-            raise ValueError(f"--pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
-        if self.std_threshold < 0:
-            raise ValueError(f"--std_threshold must be >= 0, got {self.std_threshold}")
+        check_confidence_thresholds(self.pred_threshold, self.std_threshold, flag="--")
         from transformers import SchedulerType
 
         schedules = [schedule.value for schedule in SchedulerType]

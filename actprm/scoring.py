@@ -55,11 +55,11 @@ from transformers import (
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .data.schema import validate_record
-from .default_backbone import DEFAULT_SEPARATOR
+from .hub_utils import download_options
 from .metrics import DEFAULT_THRESHOLD, first_error_from_scores
 from .metrics import check_threshold
 from .modeling import MODEL_TYPE, EnsemblePRMModel
-from .tokenization import StepTokenizer, separator_token_id
+from .tokenization import DEFAULT_SEPARATOR, StepTokenizer, separator_token_id
 
 ModelKind = Literal["ensemble", "token_classification", "process_reward", "step_tag", "value_head"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("ensemble", "token_classification", "process_reward", "step_tag", "value_head")
@@ -70,7 +70,6 @@ PROCESS_REWARD_SYSTEM_PROMPT = "Please reason step by step, and put your final a
 """System prompt of the Qwen2.5-Math-PRM usage example."""
 SKYWORK_STEP_SEPARATOR = "\n"
 """Step token of the Skywork PRMs' ``prepare_input``."""
-HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 def detect_model_kind(config: Mapping[str, Any], class_name: str | None = None) -> ModelKind:
@@ -382,7 +381,7 @@ class ValueHeadPRM(torch.nn.Module):
             ValueError: if the checkpoint holds no ``v_head.summary.weight``.
         """
         body = AutoModel.from_pretrained(name_or_path, **load_options)
-        hub_options = {key: load_options[key] for key in HUB_OPTIONS if key in load_options}
+        hub_options = download_options(load_options)
         tensors = _read_tensors(name_or_path, ("v_head.summary.weight", "v_head.summary.bias"), hub_options)
         weight = tensors["v_head.summary.weight"]
         head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias="v_head.summary.bias" in tensors)
@@ -564,7 +563,7 @@ class StepScorer:
             ValueError: for a Qwen2.5-Math-PRM-style model without ``trust_remote_code=True``, a model
                 of no supported kind, or an unknown step-tag preset.
         """
-        hub_options = {key: load_options[key] for key in HUB_OPTIONS if key in load_options}
+        hub_options = download_options(load_options)
         if step_tag_format is not None:
             step_tag_format = step_tag_format_named(step_tag_format)  # a bad preset fails before loading
         try:

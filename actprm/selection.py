@@ -1,7 +1,8 @@
 """Which trajectories to label: the ActPRM rule and other acquisition strategies.
 
 Per step, ``p`` is the mean over heads of P(step correct) and ``s`` the standard deviation over
-heads (torch's default, unbiased). The predicted first error is the first step with ``p < 0.5``.
+heads (torch's default, unbiased). The predicted first error is the first step with ``p < 0.5``
+(`first_error_from_scores`; `considered_steps` on a batch).
 A trajectory is *confident* when every step up to and including that one (every step when none
 is predicted wrong) has ``s <= std_threshold`` and ``p >= pred_threshold`` or
 ``p <= 1 - pred_threshold``. Confident trajectories are skipped; the rest are labelled and trained on.
@@ -19,7 +20,25 @@ from dataclasses import dataclass
 
 import torch
 
-from .strategies import PER_HEAD_STRATEGIES, SINGLE_HEAD_STRATEGIES, STRATEGIES, check_budget, check_strategy
+from .strategies import (
+    DEFAULT_THRESHOLD,
+    PER_HEAD_STRATEGIES,
+    SINGLE_HEAD_STRATEGIES,
+    STRATEGIES,
+    check_budget,
+    check_confidence_thresholds,
+    check_strategy,
+    check_threshold,
+    first_error_from_scores,
+)
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD", "PER_HEAD_STRATEGIES", "SINGLE_HEAD_STRATEGIES", "STRATEGIES", "Acquisition", "Selection",
+    "SelectionSettings", "acquire", "binary_entropy", "check_budget", "check_confidence_thresholds", "check_strategy",
+    "check_threshold", "considered_steps", "ensemble_statistics", "first_error_from_scores", "pad_step_probabilities",
+    "pad_step_statistics", "select", "select_confident", "step_uncertainty", "trajectory_scores",
+]  # fmt: skip
 
 
 @dataclass
@@ -42,10 +61,11 @@ def ensemble_statistics(probabilities: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def considered_steps(mean: torch.Tensor, step_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(considered, predicted_first_error)``: the steps up to and including the first with mean < 0.5 (all
-    real steps when none is), ``[batch, max_steps]`` bool, and that step's index (-1 when none), ``[batch]``."""
+    real steps when none is), ``[batch, max_steps]`` bool, and that step's index (-1 when none), ``[batch]``:
+    `first_error_from_scores` on a padded batch."""
     step_mask = step_mask.bool()
     num_steps = step_mask.shape[1]
-    wrong = (mean < 0.5) & step_mask
+    wrong = (mean < DEFAULT_THRESHOLD) & step_mask
     positions = torch.arange(num_steps, device=mean.device).expand_as(wrong)
     first_wrong = torch.where(wrong, positions, num_steps).min(dim=1).values
     considered = step_mask & (positions <= first_wrong.unsqueeze(1))
@@ -317,10 +337,7 @@ class SelectionSettings:
 
     def __post_init__(self):
         check_strategy(self.strategy)
-        if not 0.5 < self.pred_threshold <= 1:
-            raise ValueError(f"pred_threshold must be in (0.5, 1], got {self.pred_threshold}")
-        if self.std_threshold < 0:
-            raise ValueError(f"std_threshold must be >= 0, got {self.std_threshold}")
+        check_confidence_thresholds(self.pred_threshold, self.std_threshold)
         check_budget(self.selection_rate, "selection_rate")
         if not 0 <= self.random_share < 1:
             raise ValueError(f"random_share must be in [0, 1), got {self.random_share}")

@@ -14,7 +14,8 @@ from typing import Any, Literal, Mapping
 import torch
 from transformers import DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100
+from .constants import DEFAULT_SEPARATOR, IGNORE_INDEX  # DEFAULT_SEPARATOR: re-exported, the step separator's home
+
 _CONTENT_MARKER = "\u0000actprm-problem\u0000"
 _SYSTEM_MARKER = "\u0000actprm-system\u0000"
 

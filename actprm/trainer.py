@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
 
@@ -37,9 +37,9 @@ from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnav
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
 from .judges.failures import FailedItems, RateLimitedLog
-from .metrics.processbench import processbench_scores
+from .metrics.processbench import processbench_metrics
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
-from .selection import check_strategy, pad_step_probabilities
+from .selection import check_strategy, first_error_from_scores, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
 from .training_args import ActivePRMConfig
 
@@ -120,25 +120,6 @@ def _check_ids(dataset: Dataset) -> None:
                 f"train dataset: rows {seen} and {row} share the id {item_id!r} but not their problem and steps; "
                 "ids key the judge's annotations, so make them unique"
             )
-
-
-def processbench_metrics(prediction: EvalPrediction) -> dict[str, float]:
-    """ProcessBench error/correct accuracy and F1 from per-token mean probabilities and first-error labels.
-
-    A prediction is right when every labelled step before the first error scores >= 0.5 and the
-    first error (if any) scores < 0.5: exactly "first step below 0.5 equals the label".
-    """
-    probabilities = torch.as_tensor(prediction.predictions)
-    labels = torch.as_tensor(prediction.label_ids)
-    predicted, references = [], []
-    for row_probs, row_labels in zip(probabilities, labels):
-        labelled = row_labels != IGNORE_INDEX
-        step_labels, step_probs = row_labels[labelled], row_probs[labelled]
-        reference = int((step_labels == 0).nonzero()[0]) if (step_labels == 0).any() else -1
-        below = (step_probs < 0.5).nonzero()
-        predicted.append(int(below[0]) if len(below) else -1)
-        references.append(reference)
-    return processbench_scores(predicted, references)
 
 
 class ActivePRMTrainer(Trainer):
@@ -511,8 +492,7 @@ class ActivePRMTrainer(Trainer):
                 self.active.weights[rows[i]] = 1 / probability
             if not selected and has_label[i]:
                 self.active.confident_with_label += 1
-                step_labels = labels[i][labels[i] != IGNORE_INDEX]
-                true_error = int((step_labels == 0).nonzero()[0]) if (step_labels == 0).any() else -1
+                true_error = first_error_from_scores(labels[i][labels[i] != IGNORE_INDEX].tolist())
                 self.active.confident_correct += int(decision.predicted_first_error[i].item() == true_error)
         return decision.selected.tolist()
 

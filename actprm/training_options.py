@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .default_backbone import DEFAULT_SEPARATOR
+from .constants import DEFAULT_SEPARATOR
 from .strategies import STRATEGIES
 
 

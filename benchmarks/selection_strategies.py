@@ -111,8 +111,8 @@ def step_labels_at_separators(record: dict, separator_id: int) -> list[int]:
 def synthetic_splits(config: StrategiesConfig) -> dict[str, Split]:
     """Last-layer states of the embedded default backbone at every step of the synthetic pool, validation and test."""
     from actprm import EnsemblePRMModel, make_arithmetic_dataset
-    from actprm.default_backbone import DEFAULT_SEPARATOR, default_backbone
-    from actprm.tokenization import StepTokenizer
+    from actprm.default_backbone import default_backbone
+    from actprm.tokenization import DEFAULT_SEPARATOR, StepTokenizer
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(default_backbone())

@@ -20,10 +20,10 @@ import torch
 from transformers import AutoTokenizer, Qwen2Config
 
 from actprm.data.synthetic import make_arithmetic_dataset
-from actprm.default_backbone import DEFAULT_SEPARATOR, default_backbone
+from actprm.default_backbone import default_backbone
 from actprm.modeling import EnsemblePRMConfig, EnsemblePRMModel
-from actprm.selection import pad_step_statistics, select_confident
-from actprm.tokenization import IGNORE_INDEX
+from actprm.selection import considered_steps, pad_step_statistics, select_confident
+from actprm.tokenization import DEFAULT_SEPARATOR, IGNORE_INDEX
 from actprm.trainer import ActivePRMTrainer
 from actprm.training_args import ActivePRMConfig
 
@@ -74,9 +74,7 @@ def threshold_for_fraction(model, trainer: ActivePRMTrainer, fraction: float) ->
     for batch in loader:
         inputs = trainer._prepare_inputs({k: batch[k] for k in ("input_ids", "attention_mask")})
         mean, std, mask = pad_step_statistics(model.step_scores(**inputs))
-        wrong = (mean < 0.5) & mask
-        first = torch.where(wrong, torch.arange(mask.shape[1], device=mask.device), mask.shape[1]).min(1).values
-        considered = mask & (torch.arange(mask.shape[1], device=mask.device) <= first.unsqueeze(1))
+        considered, _ = considered_steps(mean, mask)
         spreads += std.masked_fill(~considered, 0).max(1).values.tolist()
     model.train()
     return float(torch.tensor(spreads).quantile(1 - fraction))

@@ -9,14 +9,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actprm.data import make_arithmetic_dataset
-from actprm.default_backbone import (
-    DEFAULT_SEPARATOR,
-    build_default_backbone,
-    default_backbone,
-)
+from actprm.default_backbone import build_default_backbone, default_backbone
 from actprm.metrics import first_error_from_scores, processbench_scores
 from actprm.modeling import EnsemblePRMModel
-from actprm.tokenization import StepDataCollator, StepTokenizer
+from actprm.tokenization import DEFAULT_SEPARATOR, StepDataCollator, StepTokenizer
 
 # ---------------------------------------------------------------------------------------------
 # The shipped backbone

@@ -234,6 +234,10 @@ def test_prmbench_run_scores_every_sample_with_the_official_step_counts(scorer, 
     assert set(summary["per_classification"]) == {"circular", "redundency", "multi_solutions", "correct"}
     table = (tmp_path / "results.md").read_text()
     assert "| circular |" in table and "**overall**" in table
+    undefined = [name for name, scores in summary["per_classification"].items() if -1 in (scores["f1"], scores["negative_f1"])]
+    assert undefined and "-100.0" not in table  # PRMBench's -1 ("not defined") reads n/a, as in the model card
+    for name in undefined:
+        assert "n/a" in next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
 
 
 def test_another_scorer_cannot_resume_a_run(scored_dir, scorer, processbench_slice, tmp_path):

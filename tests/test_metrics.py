@@ -399,3 +399,22 @@ def test_evaluate_modules_reject_bad_input(evaluate_modules):
         evaluate_modules["processbench"].compute(predictions=[-3], references=[0])
     with pytest.raises(ValueError, match=r"predictions\[0\]\[1\] = 2 is not a validity label"):
         evaluate_modules["prmbench"].compute(predictions=[[1, 2]], references=[[1]], classifications=["a"])
+
+
+def test_processbench_metrics_reads_a_trainer_evaluation_at_the_labelled_positions():
+    from transformers import EvalPrediction
+
+    from actprm.metrics import processbench_metrics
+
+    ignore = -100
+    # per position: mean probability, label (-100 off the separators and on Trainer's padding)
+    rows = [
+        ([0.3, 0.9, 0.2, 0.1, 0.0], [ignore, 1, ignore, 0, ignore]),  # error at step 1, predicted at step 1: right
+        ([0.2, 0.9, 0.2, 0.9, 0.0], [ignore, 1, ignore, 1, ignore]),  # all correct, predicted none: right
+        ([0.1, 0.4, 0.9, 0.8, 0.0], [ignore, 1, ignore, 1, ignore]),  # all correct, predicted step 0: wrong
+        ([0.9, 0.7, 0.9, 0.3, 0.9], [ignore, 0, ignore, ignore, ignore]),  # error at step 0, predicted none: wrong
+    ]
+    prediction = EvalPrediction(
+        predictions=np.array([p for p, _ in rows], dtype=np.float32), label_ids=np.array([l for _, l in rows])
+    )
+    assert processbench_metrics(prediction) == {"error_acc": 0.5, "correct_acc": 0.5, "f1": 0.5}

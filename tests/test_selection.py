@@ -60,3 +60,15 @@ def test_pad_step_statistics_builds_mask_from_ragged_rows():
     s = select_confident(mean, std, mask)
     assert s.predicted_first_error.tolist() == [1, 0]
     assert s.confident.tolist() == [False, False]
+
+
+def test_the_batched_first_error_rule_matches_first_error_from_scores():
+    from actprm.selection import considered_steps, first_error_from_scores, pad_step_statistics
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.rand(length, generator=generator) for length in (0, 1, 3, 5, 8)] + [torch.tensor([0.5, 0.4999])]
+    mean, _, mask = pad_step_statistics([(row, torch.zeros_like(row)) for row in rows])
+    considered, first_errors = considered_steps(mean, mask)
+    expected = [first_error_from_scores(row.tolist()) for row in rows]
+    assert first_errors.tolist() == expected and expected[-1] == 1
+    assert considered.sum(dim=1).tolist() == [len(row) if e == -1 else e + 1 for row, e in zip(rows, expected)]

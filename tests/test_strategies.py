@@ -239,3 +239,24 @@ def test_filter_keeps_the_most_spread_share_of_each_shard(tiny_backbone, tmp_pat
     with pytest.raises(ValueError, match="'bald_sum' needs every head's probability"):
         filter_pool(scorer, tmp_path / "pool.jsonl", output_dir=tmp_path / "x", strategy="bald_sum", selection_rate=0.5)
 
+
+
+@pytest.mark.parametrize(
+    "thresholds, message",
+    [({"pred_threshold": 0.5}, r"pred_threshold must be in \(0.5, 1\], got 0.5"),
+     ({"std_threshold": -0.1}, "std_threshold must be >= 0, got -0.1")],
+)  # fmt: skip
+def test_every_entry_point_checks_the_confidence_thresholds_by_one_rule(thresholds, message, tmp_path):
+    from actprm.filtering import filter_selection
+    from actprm.quickstart import QuickstartConfig
+    from actprm.selection import SelectionSettings
+
+    options = {"pred_threshold": 0.9, "std_threshold": 0.01, **thresholds}
+    for build in (
+        lambda: SelectionSettings(**options),
+        lambda: ActivePRMConfig(output_dir=str(tmp_path), report_to="none", **options),
+        lambda: filter_selection("actprm", options["pred_threshold"], options["std_threshold"]),
+        lambda: QuickstartConfig(**options),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build()

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, get_dataset_config_names, load_dataset
 
+from ..hub_utils import hub_repo_id
 from .formats import (
     PROCESSBENCH_SUBSETS,
     convert_canonical,
@@ -184,7 +185,7 @@ def data_files(path: Path, split: str | None = None) -> list[Path]:
 
 def hub_dataset_id(source: str | os.PathLike[str]) -> str:
     """``source`` as a Hub dataset id, for a source that is no local file or folder; else a FileNotFoundError."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+    if not hub_repo_id(source, namespaced=True):
         raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id")
     return str(source)
 

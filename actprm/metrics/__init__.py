@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checks import check_threshold
+from ..strategies import check_threshold
 from .prmbench import CORRECT_CLASSIFICATION, VALIDITY_THRESHOLD, prmbench_scores, validity_labels
 from .processbench import (
     DEFAULT_CANDIDATES,
@@ -18,6 +18,7 @@ from .processbench import (
     average_over_subsets,
     calibrate_threshold,
     first_error_from_scores,
+    processbench_metrics,
     processbench_scores,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "first_error_from_scores",
     "load_metric",
     "prmbench_scores",
+    "processbench_metrics",
     "processbench_scores",
     "validity_labels",
 ]

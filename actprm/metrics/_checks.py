@@ -18,15 +18,6 @@ def check_same_length(**columns: Sized) -> int:
     return next(iter(lengths.values()), 0)
 
 
-def check_threshold(threshold: float) -> float:
-    """Return ``threshold`` as a float, or raise unless it lies strictly between 0 and 1."""
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    return float(threshold)
-
-
 def is_list_like(value: Any) -> bool:
     """Whether ``value`` is a list, tuple, NumPy array or other sequence, but not a string."""
     return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))

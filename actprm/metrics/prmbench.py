@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ._checks import as_int, check_same_length, check_threshold, is_list_like
+from ..strategies import check_threshold
+from ._checks import as_int, check_same_length, is_list_like
 
 CORRECT_CLASSIFICATION = "correct"
 """Classification of the all-correct control samples, kept out of the overall numbers."""

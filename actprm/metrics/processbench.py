@@ -17,29 +17,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._checks import as_int, check_same_length, check_threshold
+from ..constants import IGNORE_INDEX
+from ..strategies import DEFAULT_THRESHOLD, first_error_from_scores
+from ._checks import as_int, check_same_length
 
-DEFAULT_THRESHOLD = 0.5
-"""Step score below which a step counts as wrong (Qwen2.5-Math-PRM and ActPRM use 0.5)."""
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
 
 DEFAULT_CANDIDATES = tuple(round(0.01 * i, 2) for i in range(1, 100))
 """Thresholds `calibrate_threshold` tries by default: 0.01, 0.02, ..., 0.99."""
 
-
-def first_error_from_scores(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> int:
-    """Predicted first error: the index of the first step scored strictly below ``threshold``, else -1.
-
-    This is ActPRM's ``predict_with_threshold`` (sail-sg/ActivePRM, ``eval/processbench.py``); a
-    score equal to the threshold counts as correct.
-
-    Raises:
-        ValueError: if ``threshold`` is not strictly between 0 and 1.
-    """
-    threshold = check_threshold(threshold)
-    return next((index for index, score in enumerate(scores) if score < threshold), -1)
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_THRESHOLD",
+    "average_over_subsets",
+    "calibrate_threshold",
+    "first_error_from_scores",
+    "processbench_metrics",
+    "processbench_scores",
+]
 
 
 def _first_error_indices(values: Sequence[int | None], name: str, allow_none: bool = False) -> list[int | None]:
@@ -75,6 +75,34 @@ def processbench_scores(predictions: Sequence[int | None], references: Sequence[
     error_acc = sum(error_matches) / len(error_matches) if error_matches else math.nan
     correct_acc = sum(correct_matches) / len(correct_matches) if correct_matches else math.nan
     return {"error_acc": error_acc, "correct_acc": correct_acc, "f1": _harmonic_mean(error_acc, correct_acc)}
+
+
+def processbench_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """`processbench_scores` of a `transformers.Trainer` evaluation: the `compute_metrics` of `ActivePRMTrainer`.
+
+    ``prediction.predictions`` holds the mean probability over heads at every position and
+    ``prediction.label_ids`` the step labels at the separators (``-100`` elsewhere). On each row's
+    labelled positions, `first_error_from_scores` gives the reference (from the 0/1 labels) and the
+    prediction (from the probabilities): a prediction is right when the first step below 0.5 is the
+    labelled first error.
+
+    Example:
+        ```py
+        >>> import numpy as np
+        >>> from transformers import EvalPrediction
+        >>> from actprm.metrics import processbench_metrics
+        >>> probabilities = np.array([[0.0, 0.9, 0.0, 0.3], [0.0, 0.8, 0.0, 0.7]])
+        >>> labels = np.array([[-100, 1, -100, 0], [-100, 1, -100, 1]])
+        >>> processbench_metrics(EvalPrediction(predictions=probabilities, label_ids=labels))
+        {'error_acc': 1.0, 'correct_acc': 1.0, 'f1': 1.0}
+        ```
+    """
+    predicted, references = [], []
+    for row_probs, row_labels in zip(np.asarray(prediction.predictions), np.asarray(prediction.label_ids)):
+        labelled = row_labels != IGNORE_INDEX
+        references.append(first_error_from_scores(row_labels[labelled].tolist()))
+        predicted.append(first_error_from_scores(row_probs[labelled].tolist()))
+    return processbench_scores(predicted, references)
 
 
 def average_over_subsets(

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from actprm.metrics.evaluate_info import metric_info
 from actprm.metrics.prmbench import prmbench_scores
 
 _CITATION = """\
@@ -52,20 +53,15 @@ class Prmbench(evaluate.Metric):
     """PRMBench step-level F1, negative F1 and PRMScore."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.List(datasets.Value("int64")),
-                    "references": datasets.List(datasets.Value("int64")),
-                    "classifications": datasets.Value("string"),
-                }
-            ),
-            reference_urls=["https://arxiv.org/abs/2501.03124"],
-            codebase_urls=["https://github.com/ssmisya/PRMBench"],
-        )
+        features = {
+            "predictions": datasets.List(datasets.Value("int64")),
+            "references": datasets.List(datasets.Value("int64")),
+            "classifications": datasets.Value("string"),
+        }
+        return metric_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, features,
+            paper="https://arxiv.org/abs/2501.03124", code="https://github.com/ssmisya/PRMBench",
+        )  # fmt: skip
 
     def _compute(self, predictions, references, classifications) -> dict:
         return prmbench_scores(predictions, references, classifications)

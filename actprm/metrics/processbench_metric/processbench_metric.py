@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from actprm.metrics.evaluate_info import metric_info
 from actprm.metrics.processbench import processbench_scores
 
 _CITATION = """\
@@ -45,16 +46,11 @@ class Processbench(evaluate.Metric):
     """ProcessBench first-error accuracies and F1."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://arxiv.org/abs/2412.06559"],
-            codebase_urls=["https://github.com/QwenLM/ProcessBench"],
-        )
+        return metric_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION,
+            {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")},
+            paper="https://arxiv.org/abs/2412.06559", code="https://github.com/QwenLM/ProcessBench",
+        )  # fmt: skip
 
     def _compute(self, predictions, references) -> dict[str, float]:
         return processbench_scores(predictions, references)
