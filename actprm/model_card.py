@@ -34,7 +34,8 @@ from .judges import ANNOTATION_FEATURES
 from .modeling import EnsemblePRMConfig
 
 if TYPE_CHECKING:
-    from .trainer import ActivePRMTrainer
+    from .judges import Judge
+    from .training_args import ActivePRMConfig
 
 TEMPLATE_FOLDER = "hub_cards"
 MODEL_CARD_TEMPLATE = "model_card_template.md"
@@ -119,7 +120,7 @@ class TrainingReport:
         pool_size: number of trajectories in the training pool.
         selection: the selection rule (``rule``) and its settings, as in `ActivePRMConfig`.
         hyperparameters: optimisation settings and the number of steps run.
-        statistics: the active-learning counters of `ActivePRMTrainer.active_learning_summary`.
+        statistics: the active-learning counters (`ActivePRMTrainer.active_learning_summary`).
     """
 
     mode: str
@@ -132,22 +133,23 @@ class TrainingReport:
     statistics: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_trainer(cls, trainer: ActivePRMTrainer, datasets: Sequence[str] = ()) -> TrainingReport:
-        """The report of a trainer's run so far; call on every process (counters are summed over processes)."""
-        args, judge = trainer.args, trainer.judge
+    def for_run(cls, args: ActivePRMConfig, judge: Judge | None = None, pool_size: int | None = None) -> TrainingReport:
+        """The report of a run with these settings, before it trains; `update` adds what training did."""
         settings = SELECTION_SETTINGS[args.selection] + BUDGET_SETTINGS
         hyperparameters = {name: getattr(args, name) for name in REPORTED_HYPERPARAMETERS}
-        hyperparameters |= {"num_processes": args.world_size, "training_steps": trainer.state.global_step}
         return cls(
             mode="online" if judge is not None else "pool",
             judge=judge.identity if judge is not None else None,
             prompt_version=judge.prompt_version if judge is not None else None,
-            datasets=list(datasets),
-            pool_size=len(trainer.pool) if trainer.pool is not None else None,
+            pool_size=pool_size,
             selection={"rule": args.selection, **{name: getattr(args, name) for name in settings}},
-            hyperparameters=hyperparameters,
-            statistics={name: int(value) for name, value in trainer.active_learning_summary().items()},
+            hyperparameters={**hyperparameters, "num_processes": args.world_size, "training_steps": 0},
         )
+
+    def update(self, training_steps: int, statistics: Mapping[str, int]) -> None:
+        """Record the optimisation steps run so far and the active-learning counters (summed over processes)."""
+        self.hyperparameters["training_steps"] = training_steps
+        self.statistics = {name: int(value) for name, value in statistics.items()}
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the report as JSON into ``directory``; returns the file."""

@@ -13,12 +13,13 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
@@ -33,11 +34,13 @@ from .features import (
     step_feature_rows,
 )
 from .gguf_loading import check_gguf_file, load_backbone_tokenizer, resolve_gguf_file
+from .hub import full_repo_id, push_model, resolve_token, trainer_uploads_leaving_out
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
 from .judges.failures import FailedItems, RateLimitedLog
 from .metrics.processbench import processbench_scores
+from .model_card import TrainingReport, build_model_card
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import check_strategy, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
@@ -247,6 +250,8 @@ class ActivePRMTrainer(Trainer):
         if self.feature_cache is not None and train_tokenized is not None:
             self._step_rows = train_tokenized.select_columns(["feature_key", "labels"]).to_list()
         self.judge = judge
+        self.report = TrainingReport.for_run(args, judge, pool_size=len(self.pool) if self.pool is not None else None)
+        """How the model is trained, for its card: the settings, then (`create_model_card`) the steps and counters."""
         self.active = ActiveLearningState()
         self.judge_stopped: str | None = None
         """Why the judge could not go on (down, or answering garbage); set when training stopped for it."""
@@ -749,8 +754,6 @@ class ActivePRMTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`."""
-        from .hub import trainer_uploads_leaving_out
-
         if self.args.push_judge_data:
             self._write_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
             return super()._push_from_checkpoint(checkpoint_folder)
@@ -823,12 +826,10 @@ class ActivePRMTrainer(Trainer):
             dataset: Hub id(s) of the training data.
             eval_summaries: ``actprm eval`` summaries (``summary.json`` contents) for the card's results.
         """
-        from .model_card import TrainingReport, build_model_card
-
-        datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
-        report = TrainingReport.from_trainer(self, datasets=datasets)
+        self.report.update(self.state.global_step, self.active_learning_summary())
         if not self.is_world_process_zero():
             return
+        report = replace(self.report, datasets=[dataset] if isinstance(dataset, str) else list(dataset or []))
         report.save(self.args.output_dir)
         card = build_model_card(
             self.accelerator.unwrap_model(self.model).config,
@@ -868,10 +869,6 @@ class ActivePRMTrainer(Trainer):
         Returns:
             The commit on the main process, ``None`` on the others.
         """
-        from huggingface_hub import ModelCard
-
-        from .hub import full_repo_id, push_model, resolve_token
-
         token = resolve_token(token or self.args.hub_token)
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         repo_id = self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name
