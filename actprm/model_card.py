@@ -352,7 +352,7 @@ def build_model_card(
         base_model: Hub id of the backbone; by default the backbone's ``name_or_path`` when it is a Hub id.
         datasets: Hub ids of the training data; by default ``training.datasets``.
         license: licence of the weights (a Hub licence id); left out when ``None``.
-        tags: tags added to `CARD_TAGS`.
+        tags: tags added to `CARD_TAGS` (the tags `ActivePRMTrainer` puts on its model).
 
     Raises:
         ValueError: for evaluation summaries that `eval_results_from_summaries` refuses.
@@ -367,7 +367,7 @@ def build_model_card(
         library_name="actprm",
         base_model=base_model,
         datasets=datasets or None,
-        tags=[*CARD_TAGS, *tags],
+        tags=list(dict.fromkeys([*CARD_TAGS, *tags])),
         model_name=model_id,
         eval_results=eval_results_from_summaries(summaries.values()) or None,
     )

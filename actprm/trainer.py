@@ -40,7 +40,7 @@ from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
 from .judges.failures import FailedItems, RateLimitedLog
 from .metrics.processbench import processbench_scores
-from .model_card import TrainingReport, build_model_card
+from .model_card import CARD_TAGS, TrainingReport, build_model_card
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import check_strategy, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
@@ -165,7 +165,8 @@ class ActivePRMTrainer(Trainer):
     hidden states of `config.hidden_layer` at the separators (`actprm.features`).
     """
 
-    _tag_names = ["actprm", "process-reward-model", "active-learning"]
+    _tag_names = list(CARD_TAGS)
+    """Tags put on the model (`add_model_tags`), so that they reach its card and any push of it, as in TRL."""
 
     def __init__(
         self,
@@ -242,6 +243,7 @@ class ActivePRMTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self.model.add_model_tags(self._tag_names)
         self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
         # Read per candidate and per buffered row: held as Python lists, not read row by row from Arrow.
         self._has_label = [] if train_tokenized is None else train_tokenized["has_label"]
@@ -821,7 +823,7 @@ class ActivePRMTrainer(Trainer):
         Args:
             model_name: the model's Hub id; by default `hub_model_id` or the name of `output_dir`.
             license: licence of the weights (a Hub licence id).
-            tags: tags added to the card's own.
+            tags: tags added to the model's (`add_model_tags`: the trainer's `_tag_names` and any a user added).
             finetuned_from: Hub id of the base model; by default the backbone's, when it came from the Hub.
             dataset: Hub id(s) of the training data.
             eval_summaries: ``actprm eval`` summaries (``summary.json`` contents) for the card's results.
@@ -831,14 +833,15 @@ class ActivePRMTrainer(Trainer):
             return
         report = replace(self.report, datasets=[dataset] if isinstance(dataset, str) else list(dataset or []))
         report.save(self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model)
         card = build_model_card(
-            self.accelerator.unwrap_model(self.model).config,
+            model.config,
             model_name or self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name,
             training=report,
             eval_summaries=eval_summaries or (),
             base_model=finetuned_from,
             license=license,
-            tags=[tags] if isinstance(tags, str) else list(tags or []),
+            tags=[*(model.model_tags or []), *([tags] if isinstance(tags, str) else tags or [])],
         )
         card.save(Path(self.args.output_dir) / "README.md")
 

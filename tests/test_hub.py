@@ -401,6 +401,8 @@ def test_pushed_model_loads_by_hub_id(model_dir, hub, tmp_path):
 def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tmp_path):
     monkeypatch.setattr(run.args, "hub_model_id", "user/from-trainer")
     monkeypatch.setattr(run.args, "output_dir", str(tmp_path / "pushed"))
+    assert run.model.model_tags == list(CARD_TAGS)  # the trainer tags its model, as TRL's trainers do
+    monkeypatch.setattr(run.model, "model_tags", [*CARD_TAGS, "user-tag"])
     commit = run.push_to_hub(create_pr=True, license="apache-2.0", tags=["arithmetic"])
     assert commit.pr_url == "https://huggingface.co/user/from-trainer/discussions/1"
     assert hub.named("create_repo") == [{"repo_id": "user/from-trainer", "repo_type": "model", "private": False, "exist_ok": True}]
@@ -410,7 +412,8 @@ def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tm
     output_dir = Path(run.args.output_dir)
     assert sent["files"]["README.md"] == (output_dir / "README.md").read_bytes()
     card = ModelCard(sent["files"]["README.md"].decode())
-    assert card.data.model_name == "user/from-trainer" and "arithmetic" in card.data.tags
+    assert card.data.model_name == "user/from-trainer"
+    assert card.data.tags == [*CARD_TAGS, "user-tag", "arithmetic"]  # the model's tags, then the call's, once each
     report = json.loads(sent["files"][TRAINING_REPORT_FILE])
     assert report["statistics"] == {k: int(v) for k, v in run.active_learning_summary().items()}
 
