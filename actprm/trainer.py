@@ -8,12 +8,10 @@ on full batches drawn from that buffer, so only selected trajectories cost a bac
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -24,6 +22,7 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
 
+from .active_state import STATE_FILE, ActiveLearningState, TrainingStop, last_complete_checkpoint, state_file
 from .data.schema import CANONICAL_COLUMNS
 from .features import (
     StepFeatureCache,
@@ -38,7 +37,7 @@ from .hub import full_repo_id, push_model, resolve_token, trainer_uploads_leavin
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
-from .judges.failures import FailedItems, RateLimitedLog
+from .judges.failures import RateLimitedLog
 from .metrics.processbench import processbench_scores
 from .model_card import CARD_TAGS, TrainingReport, build_model_card
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
@@ -50,64 +49,6 @@ if TYPE_CHECKING:
     from peft import PeftConfig
 
 logger = logging.get_logger(__name__)
-
-STATE_FILE = "active_learning_state_rank{rank}.json"
-
-
-@dataclass
-class ActiveLearningState:
-    """What active learning has done so far on one process; saved with every checkpoint."""
-
-    seen: int = 0
-    selected: int = 0
-    annotations: int = 0
-    judge_calls: int = 0
-    judge_tokens: int = 0
-    judge_cache_hits: int = 0
-    judge_failures: int = 0
-    confident_with_label: int = 0
-    confident_correct: int = 0
-    trained: int = 0
-    classification_loss_sum: float = 0.0
-    regularization_loss_sum: float = 0.0
-    loss_steps: int = 0
-    judge_wait_seconds: float = 0.0
-    """Time training spent waiting for the judge (sending, waiting for room, waiting for answers)."""
-    buffer: list[tuple[int, list[int]]] = field(default_factory=list)
-    """Labelled trajectories waiting for a training batch: (row, per-step training labels)."""
-    judge_queue: list[int] = field(default_factory=list)
-    """Selected unlabelled rows waiting for the next judge batch (with those in flight, in a checkpoint)."""
-    annotated_rows: set[int] = field(default_factory=set)
-    """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
-    weights: dict[int, float] = field(default_factory=dict)
-    """With `importance_weighting`, each selected row's loss weight: 1 / its latest selection probability."""
-    judge_failed: FailedItems = field(default_factory=FailedItems)
-    """Rows the judge failed on while it answered others: retried in later batches, then skipped."""
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    """Who pays for the judge's answers (`JudgeCache.payer`): one killed after its checkpoint finds them in the
-    cache on resume and counts them as its own judge calls, not as cache hits."""
-
-    COUNTERS = (
-        "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
-        "judge_failures", "confident_with_label", "confident_correct", "trained",
-    )  # fmt: skip
-
-    def __post_init__(self):  # read back from a checkpoint: a list, str keys and a dict
-        self.annotated_rows = set(self.annotated_rows)
-        self.weights = {int(row): weight for row, weight in self.weights.items()}
-        if isinstance(self.judge_failed, dict):
-            self.judge_failed = FailedItems(**self.judge_failed)
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` folder whose active-learning state (written last) is there."""
-    complete = [
-        folder
-        for folder in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if folder.name.split("-")[-1].isdigit() and (folder / STATE_FILE.format(rank=0)).exists()
-    ]
-    return str(max(complete, key=lambda folder: int(folder.name.split("-")[-1]))) if complete else None
-
 
 def _check_ids(dataset: Dataset) -> None:
     """Refuse two rows with one id but different problems or steps: annotations are keyed by id."""
@@ -255,6 +196,8 @@ class ActivePRMTrainer(Trainer):
         self.report = TrainingReport.for_run(args, judge, pool_size=len(self.pool) if self.pool is not None else None)
         """How the model is trained, for its card: the settings, then (`create_model_card`) the steps and counters."""
         self.active = ActiveLearningState()
+        self.stop = TrainingStop()
+        self.add_callback(self.stop)
         self.judge_stopped: str | None = None
         """Why the judge could not go on (down, or answering garbage); set when training stopped for it."""
         self._judge_fault_log = RateLimitedLog()
@@ -536,7 +479,8 @@ class ActivePRMTrainer(Trainer):
         pipeline, batch_size = self.judge_pipeline, self.args.judge_batch_size
         if pipeline is None:  # pool mode
             finishing = last_step or self._annotations_spent() or self._tokens_spent()
-            self.control.should_training_stop |= finishing
+            if finishing:
+                self.stop.request()
             return finishing
         with self._waiting_for_judge():
             self._record_answers(pipeline.answered())
@@ -567,7 +511,7 @@ class ActivePRMTrainer(Trainer):
         backlog = int(len(self.active.buffer) > self.args.per_device_train_batch_size)
         finishing = last_step or (spent and not self._global(to_come) and not self._global(backlog, reduction="min"))
         if finishing:
-            self.control.should_training_stop = True
+            self.stop.request()
         return finishing
 
     @contextmanager
@@ -616,8 +560,7 @@ class ActivePRMTrainer(Trainer):
             active.judge_queue = not_asked + active.judge_queue + retry
             if not_asked:
                 logger.error(f"{self.judge_stopped}; stopping with everything saved ({len(not_asked)} trajectories queued)")
-                self.control.should_training_stop = True
-                self.control.should_save = True
+                self.stop.request(save=True)
 
     def _count_annotation(self, row: int) -> None:
         """Count ``row`` as annotated the first time it is labelled in this run."""
@@ -740,24 +683,19 @@ class ActivePRMTrainer(Trainer):
     # ----- checkpoints -----
 
     def _save_checkpoint(self, model, trial):
-        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        state_file = self._state_file(folder)
-        state_file.unlink(missing_ok=True)  # saving a step again: incomplete until its state is written anew
+        """`Trainer`'s checkpoint, completed by this process's active-learning state (written last)."""
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        state_file(folder, self.accelerator.process_index).unlink(missing_ok=True)  # saved again: incomplete until then
         super()._save_checkpoint(model, trial)
-        self._write_state(folder)
+        self._save_state(folder)
 
-    def _write_state(self, folder: Path) -> None:
-        """This process's active-learning state, in a checkpoint folder (which it completes)."""
-        state = {**asdict(self.active), "judge_queue": self._rows_to_judge()}  # rows in flight are saved as queued
-        self._state_file(folder).write_text(json.dumps(state, default=sorted))  # sets as sorted lists
-
-    def _state_file(self, folder: Path) -> Path:
-        return folder / STATE_FILE.format(rank=self.accelerator.process_index)
+    def _save_state(self, folder: Path) -> None:
+        self.active.save(folder, self.accelerator.process_index, judge_queue=self._rows_to_judge())
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`."""
         if self.args.push_judge_data:
-            self._write_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
+            self._save_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
             return super()._push_from_checkpoint(checkpoint_folder)
         with trainer_uploads_leaving_out(self._judge_data_patterns()):
             super()._push_from_checkpoint(checkpoint_folder)
@@ -784,9 +722,7 @@ class ActivePRMTrainer(Trainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
         if resume_from_checkpoint:
-            state_file = self._state_file(Path(resume_from_checkpoint))
-            if state_file.exists():
-                self.active = ActiveLearningState(**json.loads(state_file.read_text()))
+            self.active = ActiveLearningState.load(resume_from_checkpoint, self.accelerator.process_index) or self.active
         if self.judge is not None:
             self.judge.cache.payer = self.active.run_id
         try:
