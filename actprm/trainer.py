@@ -104,6 +104,14 @@ class ActivePRMTrainer(Trainer):
     train and eval trajectories whose step features are not cached yet (where the model is: move it
     to a GPU first for a fast pass); selection, training and evaluation then read the cached
     hidden states of `config.hidden_layer` at the separators (`actprm.features`).
+
+    One optimisation step is one step of `Trainer`'s loop: each process scores and selects one batch of
+    candidates (per gradient-accumulation substep), and the update trains on the full batch the buffer
+    holds, if any: none while the buffer fills or the judge's answers are out, all it holds on the last
+    step. So `max_steps`, `num_train_epochs`, `logging_steps` and `save_steps` count candidate batches,
+    not updates. The learning-rate schedule advances on every step in pool mode and only on the steps
+    that trained in online mode (a label is then trained at the same point of the schedule whatever the
+    judge's delay); the logged ``loss`` is the mean over the steps that trained.
     """
 
     _tag_names = list(CARD_TAGS)
@@ -335,7 +343,12 @@ class ActivePRMTrainer(Trainer):
         if not self._draining():
             self._select_and_label(inputs)
         finishing = self._exchange_with_judge(last_step=self.state.global_step + 1 >= self.state.max_steps)
-        return self._train_on_buffer(model, finishing)
+        loss = self._train_on_buffer(model, finishing)
+        self._steps_since_log = (self._steps_since_log[0] + 1, self._steps_since_log[1] + int(self._step_trained))
+        return loss
+
+    _steps_since_log = (0, 0)
+    """Training steps (forward-backward passes of `training_step`) since the last log, and those that trained."""
 
     def _draining(self) -> bool:
         """Online mode with a budget spent: training goes on only on the answers still to come."""
@@ -669,6 +682,13 @@ class ActivePRMTrainer(Trainer):
         logs["active/judge_wait_seconds"] = self._global(self.active.judge_wait_seconds, reduction="max")
         if totals["confident_with_label"]:
             logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
+        if "loss" in logs:  # `Trainer`'s mean over every step since the last log: over the steps that trained instead
+            steps, trained = self._steps_since_log
+            self._steps_since_log = (0, 0)
+            if trained:
+                logs["loss"] *= steps / trained
+            else:
+                del logs["loss"]  # no step trained: no loss to log
         if "loss" in logs and self.active.loss_steps:
             logs["classification_loss"] = self.active.classification_loss_sum / self.active.loss_steps
             logs["regularization_loss"] = self.active.regularization_loss_sum / self.active.loss_steps
