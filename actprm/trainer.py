@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
-from huggingface_hub import ModelCard
+from huggingface_hub import HfApi, ModelCard
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
@@ -713,7 +714,11 @@ class ActivePRMTrainer(Trainer):
         self.active.save(folder, self.accelerator.process_index, judge_queue=self._rows_to_judge())
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`."""
+        """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`.
+
+        `Trainer` (5.24) has no setting for what its checkpoint pushes leave out (their ``ignore_patterns`` are
+        fixed), hence `trainer_uploads_leaving_out`.
+        """
         if self.args.push_judge_data:
             self._save_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
             return super()._push_from_checkpoint(checkpoint_folder)
@@ -804,6 +809,7 @@ class ActivePRMTrainer(Trainer):
     def push_to_hub(
         self,
         commit_message: str | None = "End of training",
+        blocking: bool = True,
         token: str | None = None,
         revision: str | None = None,
         private: bool | None = None,
@@ -819,14 +825,17 @@ class ActivePRMTrainer(Trainer):
 
         Args:
             commit_message: the commit's title.
+            blocking: wait for the upload; ``False`` returns at once with a `concurrent.futures.Future` of the commit.
             token: token with write access; by default `args.hub_token`, ``HF_TOKEN`` or ``hf auth login``.
             revision: branch to push to (created if missing); by default `args.hub_revision`.
             private: make a new repo private; by default `args.hub_private_repo`.
             create_pr: open a pull request against the default branch.
             card_kwargs: passed to `create_model_card` (``license``, ``tags``, ``dataset``, ``eval_summaries``...).
 
+        The arguments are `Trainer.push_to_hub`'s, in its order, and ``create_pr``.
+
         Returns:
-            The commit on the main process, ``None`` on the others.
+            The commit (with ``blocking=False``, a future of it) on the main process, ``None`` on the others.
         """
         token = resolve_token(token or self.args.hub_token)
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
@@ -837,7 +846,8 @@ class ActivePRMTrainer(Trainer):
         self.create_model_card(model_name=repo_id, **card_kwargs)
         if not self.is_world_process_zero():
             return None
-        return push_model(
+        push = partial(
+            push_model,
             self.args.output_dir,
             repo_id,
             private=bool(self.args.hub_private_repo if private is None else private),
@@ -847,3 +857,4 @@ class ActivePRMTrainer(Trainer):
             token=token,
             card=ModelCard.load(Path(self.args.output_dir) / "README.md"),
         )
+        return push() if blocking else HfApi(token=token).run_as_future(push)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from huggingface_hub import (
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+from transformers import Trainer
 
 from conftest import missing
 
@@ -416,6 +418,18 @@ def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tm
     assert card.data.tags == [*CARD_TAGS, "user-tag", "arithmetic"]  # the model's tags, then the call's, once each
     report = json.loads(sent["files"][TRAINING_REPORT_FILE])
     assert report["statistics"] == {k: int(v) for k, v in run.active_learning_summary().items()}
+
+
+def test_trainer_push_to_hub_keeps_the_trainer_signature_and_pushes_in_the_background(run, hub, monkeypatch, tmp_path):
+    ours, theirs = (inspect.signature(method).parameters for method in (ActivePRMTrainer.push_to_hub, Trainer.push_to_hub))
+    positional = [name for name, parameter in theirs.items() if parameter.kind is parameter.POSITIONAL_OR_KEYWORD]
+    assert [name for name in ours if ours[name].kind is ours[name].POSITIONAL_OR_KEYWORD] == positional
+    monkeypatch.setattr(run.args, "hub_model_id", "user/in-background")
+    monkeypatch.setattr(run.args, "output_dir", str(tmp_path / "pushed"))
+    future = run.push_to_hub("Background push", False)  # commit_message, blocking: as for `Trainer.push_to_hub`
+    assert isinstance(future, Future) and future.result().commit_message == "Background push"
+    (sent,) = hub.named("create_commit")
+    assert sent["repo_id"] == "user/in-background" and "README.md" in sent["files"]
 
 
 @pytest.mark.parametrize("push_judge_data", [False, True], ids=["default", "asked"])
