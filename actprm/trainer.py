@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
