@@ -33,7 +33,8 @@ from .metrics.formatting import format_percent as _percent, is_defined as _defin
 from .modeling import EnsemblePRMConfig
 
 if TYPE_CHECKING:
-    from .trainer import ActivePRMTrainer
+    from .judges import Judge
+    from .training_args import ActivePRMConfig
 
 TEMPLATE_FOLDER = "hub_cards"
 MODEL_CARD_TEMPLATE = "model_card_template.md"
@@ -118,7 +119,7 @@ class TrainingReport:
         pool_size: number of trajectories in the training pool.
         selection: the selection rule (``rule``) and its settings, as in `ActivePRMConfig`.
         hyperparameters: optimisation settings and the number of steps run.
-        statistics: the active-learning counters of `ActivePRMTrainer.active_learning_summary`.
+        statistics: the active-learning counters (`ActivePRMTrainer.active_learning_summary`).
     """
 
     mode: str
@@ -131,22 +132,23 @@ class TrainingReport:
     statistics: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_trainer(cls, trainer: ActivePRMTrainer, datasets: Sequence[str] = ()) -> TrainingReport:
-        """The report of a trainer's run so far; call on every process (counters are summed over processes)."""
-        args, judge = trainer.args, trainer.judge
+    def for_run(cls, args: ActivePRMConfig, judge: Judge | None = None, pool_size: int | None = None) -> TrainingReport:
+        """The report of a run with these settings, before it trains; `update` adds what training did."""
         settings = SELECTION_SETTINGS[args.selection] + BUDGET_SETTINGS
         hyperparameters = {name: getattr(args, name) for name in REPORTED_HYPERPARAMETERS}
-        hyperparameters |= {"num_processes": args.world_size, "training_steps": trainer.state.global_step}
         return cls(
             mode="online" if judge is not None else "pool",
             judge=judge.identity if judge is not None else None,
             prompt_version=judge.prompt_version if judge is not None else None,
-            datasets=list(datasets),
-            pool_size=len(trainer.pool) if trainer.pool is not None else None,
+            pool_size=pool_size,
             selection={"rule": args.selection, **{name: getattr(args, name) for name in settings}},
-            hyperparameters=hyperparameters,
-            statistics={name: int(value) for name, value in trainer.active_learning_summary().items()},
+            hyperparameters={**hyperparameters, "num_processes": args.world_size, "training_steps": 0},
         )
+
+    def update(self, training_steps: int, statistics: Mapping[str, int]) -> None:
+        """Record the optimisation steps run so far and the active-learning counters (summed over processes)."""
+        self.hyperparameters["training_steps"] = training_steps
+        self.statistics = {name: int(value) for name, value in statistics.items()}
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the report as JSON into ``directory``; returns the file."""
@@ -329,7 +331,7 @@ def build_model_card(
         base_model: Hub id of the backbone; by default the backbone's ``name_or_path`` when it is a Hub id.
         datasets: Hub ids of the training data; by default ``training.datasets``.
         license: licence of the weights (a Hub licence id); left out when ``None``.
-        tags: tags added to `CARD_TAGS`.
+        tags: tags added to `CARD_TAGS` (the tags `ActivePRMTrainer` puts on its model).
 
     Raises:
         ValueError: for evaluation summaries that `eval_results_from_summaries` refuses.
@@ -344,7 +346,7 @@ def build_model_card(
         library_name="actprm",
         base_model=base_model,
         datasets=datasets or None,
-        tags=[*CARD_TAGS, *tags],
+        tags=list(dict.fromkeys([*CARD_TAGS, *tags])),
         model_name=model_id,
         eval_results=eval_results_from_summaries(summaries.values()) or None,
     )

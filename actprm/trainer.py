@@ -8,21 +8,22 @@ on full batches drawn from that buffer, so only selected trajectories cost a bac
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from datasets import Dataset
+from huggingface_hub import HfApi, ModelCard
 from transformers import PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, enable_full_determinism, set_seed
 from transformers.utils import logging
 
+from .active_state import STATE_FILE, ActiveLearningState, TrainingStop, last_complete_checkpoint, state_file
 from .data.schema import CANONICAL_COLUMNS
 from .features import (
     StepFeatureCache,
@@ -33,11 +34,13 @@ from .features import (
     step_feature_rows,
 )
 from .gguf_loading import check_gguf_file, load_backbone_tokenizer, resolve_gguf_file
+from .hub import full_repo_id, push_model, resolve_token, trainer_uploads_leaving_out
 from .judges import AnnotationStore, Judge, JudgeFailure, JudgeResult, JudgeUnavailableError
 from .judges.cache import JudgeCache
 from .judge_pipeline import JudgePipeline
-from .judges.failures import FailedItems, RateLimitedLog
+from .judges.failures import RateLimitedLog
 from .metrics.processbench import processbench_metrics
+from .model_card import CARD_TAGS, TrainingReport, build_model_card
 from .modeling import EnsemblePRMConfig, EnsemblePRMModel
 from .selection import check_strategy, first_error_from_scores, pad_step_probabilities
 from .tokenization import IGNORE_INDEX, StepDataCollator, StepTokenizer, step_labels_for_training
@@ -47,64 +50,6 @@ if TYPE_CHECKING:
     from peft import PeftConfig
 
 logger = logging.get_logger(__name__)
-
-STATE_FILE = "active_learning_state_rank{rank}.json"
-
-
-@dataclass
-class ActiveLearningState:
-    """What active learning has done so far on one process; saved with every checkpoint."""
-
-    seen: int = 0
-    selected: int = 0
-    annotations: int = 0
-    judge_calls: int = 0
-    judge_tokens: int = 0
-    judge_cache_hits: int = 0
-    judge_failures: int = 0
-    confident_with_label: int = 0
-    confident_correct: int = 0
-    trained: int = 0
-    classification_loss_sum: float = 0.0
-    regularization_loss_sum: float = 0.0
-    loss_steps: int = 0
-    judge_wait_seconds: float = 0.0
-    """Time training spent waiting for the judge (sending, waiting for room, waiting for answers)."""
-    buffer: list[tuple[int, list[int]]] = field(default_factory=list)
-    """Labelled trajectories waiting for a training batch: (row, per-step training labels)."""
-    judge_queue: list[int] = field(default_factory=list)
-    """Selected unlabelled rows waiting for the next judge batch (with those in flight, in a checkpoint)."""
-    annotated_rows: set[int] = field(default_factory=set)
-    """Rows labelled so far: selecting one again (a later epoch) trains on it without a new annotation."""
-    weights: dict[int, float] = field(default_factory=dict)
-    """With `importance_weighting`, each selected row's loss weight: 1 / its latest selection probability."""
-    judge_failed: FailedItems = field(default_factory=FailedItems)
-    """Rows the judge failed on while it answered others: retried in later batches, then skipped."""
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    """Who pays for the judge's answers (`JudgeCache.payer`): one killed after its checkpoint finds them in the
-    cache on resume and counts them as its own judge calls, not as cache hits."""
-
-    COUNTERS = (
-        "seen", "selected", "annotations", "judge_calls", "judge_tokens", "judge_cache_hits",
-        "judge_failures", "confident_with_label", "confident_correct", "trained",
-    )  # fmt: skip
-
-    def __post_init__(self):  # read back from a checkpoint: a list, str keys and a dict
-        self.annotated_rows = set(self.annotated_rows)
-        self.weights = {int(row): weight for row, weight in self.weights.items()}
-        if isinstance(self.judge_failed, dict):
-            self.judge_failed = FailedItems(**self.judge_failed)
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` folder whose active-learning state (written last) is there."""
-    complete = [
-        folder
-        for folder in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if folder.name.split("-")[-1].isdigit() and (folder / STATE_FILE.format(rank=0)).exists()
-    ]
-    return str(max(complete, key=lambda folder: int(folder.name.split("-")[-1]))) if complete else None
-
 
 def _check_ids(dataset: Dataset) -> None:
     """Refuse two rows with one id but different problems or steps: annotations are keyed by id."""
@@ -141,9 +86,18 @@ class ActivePRMTrainer(Trainer):
     train and eval trajectories whose step features are not cached yet (where the model is: move it
     to a GPU first for a fast pass); selection, training and evaluation then read the cached
     hidden states of `config.hidden_layer` at the separators (`actprm.features`).
+
+    One optimisation step is one step of `Trainer`'s loop: each process scores and selects one batch of
+    candidates (per gradient-accumulation substep), and the update trains on the full batch the buffer
+    holds, if any: none while the buffer fills or the judge's answers are out, all it holds on the last
+    step. So `max_steps`, `num_train_epochs`, `logging_steps` and `save_steps` count candidate batches,
+    not updates. The learning-rate schedule advances on every step in pool mode and only on the steps
+    that trained in online mode (a label is then trained at the same point of the schedule whatever the
+    judge's delay); the logged ``loss`` is the mean over the steps that trained.
     """
 
-    _tag_names = ["actprm", "process-reward-model", "active-learning"]
+    _tag_names = list(CARD_TAGS)
+    """Tags put on the model (`add_model_tags`), so that they reach its card and any push of it, as in TRL."""
 
     def __init__(
         self,
@@ -220,6 +174,7 @@ class ActivePRMTrainer(Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self.model.add_model_tags(self._tag_names)
         self.model_accepts_loss_kwargs = False  # training batches come from the buffer, not the dataloader
         # Read per candidate and per buffered row: held as Python lists, not read row by row from Arrow.
         self._has_label = [] if train_tokenized is None else train_tokenized["has_label"]
@@ -228,7 +183,11 @@ class ActivePRMTrainer(Trainer):
         if self.feature_cache is not None and train_tokenized is not None:
             self._step_rows = train_tokenized.select_columns(["feature_key", "labels"]).to_list()
         self.judge = judge
+        self.report = TrainingReport.for_run(args, judge, pool_size=len(self.pool) if self.pool is not None else None)
+        """How the model is trained, for its card: the settings, then (`create_model_card`) the steps and counters."""
         self.active = ActiveLearningState()
+        self.stop = TrainingStop()
+        self.add_callback(self.stop)
         self.judge_stopped: str | None = None
         """Why the judge could not go on (down, or answering garbage); set when training stopped for it."""
         self._judge_fault_log = RateLimitedLog()
@@ -366,7 +325,12 @@ class ActivePRMTrainer(Trainer):
         if not self._draining():
             self._select_and_label(inputs)
         finishing = self._exchange_with_judge(last_step=self.state.global_step + 1 >= self.state.max_steps)
-        return self._train_on_buffer(model, finishing)
+        loss = self._train_on_buffer(model, finishing)
+        self._steps_since_log = (self._steps_since_log[0] + 1, self._steps_since_log[1] + int(self._step_trained))
+        return loss
+
+    _steps_since_log = (0, 0)
+    """Training steps (forward-backward passes of `training_step`) since the last log, and those that trained."""
 
     def _draining(self) -> bool:
         """Online mode with a budget spent: training goes on only on the answers still to come."""
@@ -509,7 +473,8 @@ class ActivePRMTrainer(Trainer):
         pipeline, batch_size = self.judge_pipeline, self.args.judge_batch_size
         if pipeline is None:  # pool mode
             finishing = last_step or self._annotations_spent() or self._tokens_spent()
-            self.control.should_training_stop |= finishing
+            if finishing:
+                self.stop.request()
             return finishing
         with self._waiting_for_judge():
             self._record_answers(pipeline.answered())
@@ -540,7 +505,7 @@ class ActivePRMTrainer(Trainer):
         backlog = int(len(self.active.buffer) > self.args.per_device_train_batch_size)
         finishing = last_step or (spent and not self._global(to_come) and not self._global(backlog, reduction="min"))
         if finishing:
-            self.control.should_training_stop = True
+            self.stop.request()
         return finishing
 
     @contextmanager
@@ -589,8 +554,7 @@ class ActivePRMTrainer(Trainer):
             active.judge_queue = not_asked + active.judge_queue + retry
             if not_asked:
                 logger.error(f"{self.judge_stopped}; stopping with everything saved ({len(not_asked)} trajectories queued)")
-                self.control.should_training_stop = True
-                self.control.should_save = True
+                self.stop.request(save=True)
 
     def _count_annotation(self, row: int) -> None:
         """Count ``row`` as annotated the first time it is labelled in this run."""
@@ -699,6 +663,13 @@ class ActivePRMTrainer(Trainer):
         logs["active/judge_wait_seconds"] = self._global(self.active.judge_wait_seconds, reduction="max")
         if totals["confident_with_label"]:
             logs["active/pseudo_label_accuracy"] = totals["confident_correct"] / totals["confident_with_label"]
+        if "loss" in logs:  # `Trainer`'s mean over every step since the last log: over the steps that trained instead
+            steps, trained = self._steps_since_log
+            self._steps_since_log = (0, 0)
+            if trained:
+                logs["loss"] *= steps / trained
+            else:
+                del logs["loss"]  # no step trained: no loss to log
         if "loss" in logs and self.active.loss_steps:
             logs["classification_loss"] = self.active.classification_loss_sum / self.active.loss_steps
             logs["regularization_loss"] = self.active.regularization_loss_sum / self.active.loss_steps
@@ -713,26 +684,23 @@ class ActivePRMTrainer(Trainer):
     # ----- checkpoints -----
 
     def _save_checkpoint(self, model, trial):
-        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        state_file = self._state_file(folder)
-        state_file.unlink(missing_ok=True)  # saving a step again: incomplete until its state is written anew
+        """`Trainer`'s checkpoint, completed by this process's active-learning state (written last)."""
+        folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        state_file(folder, self.accelerator.process_index).unlink(missing_ok=True)  # saved again: incomplete until then
         super()._save_checkpoint(model, trial)
-        self._write_state(folder)
+        self._save_state(folder)
 
-    def _write_state(self, folder: Path) -> None:
-        """This process's active-learning state, in a checkpoint folder (which it completes)."""
-        state = {**asdict(self.active), "judge_queue": self._rows_to_judge()}  # rows in flight are saved as queued
-        self._state_file(folder).write_text(json.dumps(state, default=sorted))  # sets as sorted lists
-
-    def _state_file(self, folder: Path) -> Path:
-        return folder / STATE_FILE.format(rank=self.accelerator.process_index)
+    def _save_state(self, folder: Path) -> None:
+        self.active.save(folder, self.accelerator.process_index, judge_queue=self._rows_to_judge())
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`."""
-        from .hub import trainer_uploads_leaving_out
+        """`Trainer`'s checkpoint push (``push_to_hub``), leaving the judge's data local unless `push_judge_data`.
 
+        `Trainer` (5.24) has no setting for what its checkpoint pushes leave out (their ``ignore_patterns`` are
+        fixed), hence `trainer_uploads_leaving_out`.
+        """
         if self.args.push_judge_data:
-            self._write_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
+            self._save_state(Path(checkpoint_folder))  # before the push, so that the pushed checkpoint resumes
             return super()._push_from_checkpoint(checkpoint_folder)
         with trainer_uploads_leaving_out(self._judge_data_patterns()):
             super()._push_from_checkpoint(checkpoint_folder)
@@ -759,9 +727,7 @@ class ActivePRMTrainer(Trainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
         if resume_from_checkpoint:
-            state_file = self._state_file(Path(resume_from_checkpoint))
-            if state_file.exists():
-                self.active = ActiveLearningState(**json.loads(state_file.read_text()))
+            self.active = ActiveLearningState.load(resume_from_checkpoint, self.accelerator.process_index) or self.active
         if self.judge is not None:
             self.judge.cache.payer = self.active.run_id
         try:
@@ -798,32 +764,32 @@ class ActivePRMTrainer(Trainer):
         Args:
             model_name: the model's Hub id; by default `hub_model_id` or the name of `output_dir`.
             license: licence of the weights (a Hub licence id).
-            tags: tags added to the card's own.
+            tags: tags added to the model's (`add_model_tags`: the trainer's `_tag_names` and any a user added).
             finetuned_from: Hub id of the base model; by default the backbone's, when it came from the Hub.
             dataset: Hub id(s) of the training data.
             eval_summaries: ``actprm eval`` summaries (``summary.json`` contents) for the card's results.
         """
-        from .model_card import TrainingReport, build_model_card
-
-        datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
-        report = TrainingReport.from_trainer(self, datasets=datasets)
+        self.report.update(self.state.global_step, self.active_learning_summary())
         if not self.is_world_process_zero():
             return
+        report = replace(self.report, datasets=[dataset] if isinstance(dataset, str) else list(dataset or []))
         report.save(self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model)
         card = build_model_card(
-            self.accelerator.unwrap_model(self.model).config,
+            model.config,
             model_name or self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name,
             training=report,
             eval_summaries=eval_summaries or (),
             base_model=finetuned_from,
             license=license,
-            tags=[tags] if isinstance(tags, str) else list(tags or []),
+            tags=[*(model.model_tags or []), *([tags] if isinstance(tags, str) else tags or [])],
         )
         card.save(Path(self.args.output_dir) / "README.md")
 
     def push_to_hub(
         self,
         commit_message: str | None = "End of training",
+        blocking: bool = True,
         token: str | None = None,
         revision: str | None = None,
         private: bool | None = None,
@@ -839,19 +805,18 @@ class ActivePRMTrainer(Trainer):
 
         Args:
             commit_message: the commit's title.
+            blocking: wait for the upload; ``False`` returns at once with a `concurrent.futures.Future` of the commit.
             token: token with write access; by default `args.hub_token`, ``HF_TOKEN`` or ``hf auth login``.
             revision: branch to push to (created if missing); by default `args.hub_revision`.
             private: make a new repo private; by default `args.hub_private_repo`.
             create_pr: open a pull request against the default branch.
             card_kwargs: passed to `create_model_card` (``license``, ``tags``, ``dataset``, ``eval_summaries``...).
 
+        The arguments are `Trainer.push_to_hub`'s, in its order, and ``create_pr``.
+
         Returns:
-            The commit on the main process, ``None`` on the others.
+            The commit (with ``blocking=False``, a future of it) on the main process, ``None`` on the others.
         """
-        from huggingface_hub import ModelCard
-
-        from .hub import full_repo_id, push_model, resolve_token
-
         token = resolve_token(token or self.args.hub_token)
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
         repo_id = self.hub_model_id or self.args.hub_model_id or Path(self.args.output_dir).absolute().name
@@ -861,7 +826,8 @@ class ActivePRMTrainer(Trainer):
         self.create_model_card(model_name=repo_id, **card_kwargs)
         if not self.is_world_process_zero():
             return None
-        return push_model(
+        push = partial(
+            push_model,
             self.args.output_dir,
             repo_id,
             private=bool(self.args.hub_private_repo if private is None else private),
@@ -871,3 +837,4 @@ class ActivePRMTrainer(Trainer):
             token=token,
             card=ModelCard.load(Path(self.args.output_dir) / "README.md"),
         )
+        return push() if blocking else HfApi(token=token).run_as_future(push)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from huggingface_hub import (
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+from transformers import Trainer
 
 from conftest import missing
 
@@ -401,6 +403,8 @@ def test_pushed_model_loads_by_hub_id(model_dir, hub, tmp_path):
 def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tmp_path):
     monkeypatch.setattr(run.args, "hub_model_id", "user/from-trainer")
     monkeypatch.setattr(run.args, "output_dir", str(tmp_path / "pushed"))
+    assert run.model.model_tags == list(CARD_TAGS)  # the trainer tags its model, as TRL's trainers do
+    monkeypatch.setattr(run.model, "model_tags", [*CARD_TAGS, "user-tag"])
     commit = run.push_to_hub(create_pr=True, license="apache-2.0", tags=["arithmetic"])
     assert commit.pr_url == "https://huggingface.co/user/from-trainer/discussions/1"
     assert hub.named("create_repo") == [{"repo_id": "user/from-trainer", "repo_type": "model", "private": False, "exist_ok": True}]
@@ -410,9 +414,22 @@ def test_trainer_push_to_hub_writes_and_sends_its_card(run, hub, monkeypatch, tm
     output_dir = Path(run.args.output_dir)
     assert sent["files"]["README.md"] == (output_dir / "README.md").read_bytes()
     card = ModelCard(sent["files"]["README.md"].decode())
-    assert card.data.model_name == "user/from-trainer" and "arithmetic" in card.data.tags
+    assert card.data.model_name == "user/from-trainer"
+    assert card.data.tags == [*CARD_TAGS, "user-tag", "arithmetic"]  # the model's tags, then the call's, once each
     report = json.loads(sent["files"][TRAINING_REPORT_FILE])
     assert report["statistics"] == {k: int(v) for k, v in run.active_learning_summary().items()}
+
+
+def test_trainer_push_to_hub_keeps_the_trainer_signature_and_pushes_in_the_background(run, hub, monkeypatch, tmp_path):
+    ours, theirs = (inspect.signature(method).parameters for method in (ActivePRMTrainer.push_to_hub, Trainer.push_to_hub))
+    positional = [name for name, parameter in theirs.items() if parameter.kind is parameter.POSITIONAL_OR_KEYWORD]
+    assert [name for name in ours if ours[name].kind is ours[name].POSITIONAL_OR_KEYWORD] == positional
+    monkeypatch.setattr(run.args, "hub_model_id", "user/in-background")
+    monkeypatch.setattr(run.args, "output_dir", str(tmp_path / "pushed"))
+    future = run.push_to_hub("Background push", False)  # commit_message, blocking: as for `Trainer.push_to_hub`
+    assert isinstance(future, Future) and future.result().commit_message == "Background push"
+    (sent,) = hub.named("create_commit")
+    assert sent["repo_id"] == "user/in-background" and "README.md" in sent["files"]
 
 
 @pytest.mark.parametrize("push_judge_data", [False, True], ids=["default", "asked"])

@@ -58,6 +58,14 @@ def test_training_goes_on_while_judge_batches_are_outstanding(tiny_backbone, tmp
     assert len({r["id"] for r in stored}) == len(stored) == 32
     assert logged_wait(trainer) < 8 * 1.0  # far less than judging the 8 batches one after another
     assert trainer.judge.stats.requests == served["requests"]  # counted from the batches' threads, none lost
+    # the first steps train nothing (the judge's answers are out): the logged loss is the mean over steps that
+    # trained, i.e. that of the batches trained since the last log (one a step before the last, which trains the rest)
+    regularization_lambda = trainer.model.config.regularization_lambda
+    logged = [e for e in trainer.state.log_history if "loss" in e and e["step"] < trainer.state.global_step]
+    assert logged and all(
+        e["loss"] == pytest.approx(e["classification_loss"] + regularization_lambda * e["regularization_loss"], rel=1e-4)
+        for e in logged
+    )
 
 
 def test_synchronous_mode_waits_for_every_batch(tiny_backbone, tmp_path):
