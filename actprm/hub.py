@@ -3,35 +3,30 @@
 Both push functions check everything they can before any work: the token (``token=``, else
 ``HF_TOKEN`` or ``hf auth login``), the options and the files. Then they create the repo if it is
 missing (``private`` only applies to a new repo) and the branch named by ``revision`` if it is missing,
-and make one commit (or a pull request with ``create_pr``, always against the default branch):
+and commit (or open a pull request with ``create_pr``, always against the default branch):
 
 - `push_model`: the weights, config, tokenizer and training report of a model folder (as written by
   ``save_pretrained`` or `ActivePRMTrainer.save_model`) and a README.md model card, committed with
   `HfApi.create_commit`; nothing is written or copied locally.
-- `push_dataset`: the layout of `datasets.Dataset.push_to_hub`: Parquet shards
-  ``data/train-XXXXX-of-YYYYY.parquet`` and a README.md dataset card whose metadata holds
-  ``dataset_info`` and ``configs``. `save_dataset_folder` builds it locally; `HfApi.upload_folder`
-  uploads it and deletes the shards of an earlier push.
+- `push_dataset`: the labels with `datasets.Dataset.push_to_hub` (Parquet shards
+  ``data/train-XXXXX-of-YYYYY.parquet``; the shards of an earlier push are deleted) after their dataset
+  card with `huggingface_hub.DatasetCard.push_to_hub`, so that ``datasets`` adds ``dataset_info`` and
+  ``configs`` to the card's metadata. That is two commits; with ``create_pr`` both go to one pull request.
 
 The token is only handed to `HfApi`: it never appears in logs, cards or error messages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from datasets import config as datasets_config
-from datasets.info import DatasetInfo, DatasetInfosDict
-from datasets.splits import SplitDict, SplitInfo
-from datasets.utils.metadata import MetadataConfigs
-from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import CommitInfo, CommitOperationAdd, DatasetCard, HfApi, ModelCard, get_token
 from huggingface_hub.constants import DEFAULT_REVISION, REPOCARD_NAME
 from huggingface_hub.utils import validate_repo_id
@@ -49,8 +44,6 @@ MODEL_FILE_PATTERNS = (
 """Files of a model folder that are pushed: the model, its tokenizer and its training report (not
 checkpoints, optimizer states, logs, annotations or the judge cache)."""
 ANNOTATIONS_FILE = "annotations.jsonl"
-DATA_DIR = "data"
-SPLIT = "train"
 
 
 def resolve_token(token: str | None = None) -> str:
@@ -232,46 +225,6 @@ def load_annotations(data: str | os.PathLike | Dataset) -> tuple[Dataset, Traini
     return store.to_dataset(), TrainingReport.load(path.parent)
 
 
-def save_dataset_folder(
-    dataset: Dataset,
-    folder: str | os.PathLike,
-    card: DatasetCard,
-    *,
-    max_shard_size: int | str | None = None,
-) -> list[str]:
-    """Write a dataset as `datasets.Dataset.push_to_hub` lays it out: Parquet shards and a README.md.
-
-    The shards are ``data/train-XXXXX-of-YYYYY.parquet``, at most ``max_shard_size`` (default: the
-    ``datasets`` one, 500MB) of Arrow data each. ``dataset_info`` and ``configs`` are added to
-    ``card``'s metadata, as ``push_to_hub`` does, so that ``load_dataset`` reads the folder (or the repo)
-    with its features.
-
-    Returns:
-        The written files, relative to ``folder`` and sorted.
-    """
-    folder = Path(folder)
-    (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    max_shard_size = convert_file_size_to_int(max_shard_size or datasets_config.MAX_SHARD_SIZE)
-    num_bytes = dataset.data.nbytes
-    num_shards = num_bytes // max_shard_size + 1
-    files = []
-    for index in range(num_shards):
-        name = f"{DATA_DIR}/{SPLIT}-{index:05d}-of-{num_shards:05d}.parquet"
-        dataset.shard(num_shards=num_shards, index=index, contiguous=True).to_parquet(folder / name)
-        files.append(name)
-    info = DatasetInfo(
-        features=dataset.features,
-        splits=SplitDict({SPLIT: SplitInfo(name=SPLIT, num_bytes=num_bytes, num_examples=dataset.num_rows)}),
-        download_size=sum((folder / name).stat().st_size for name in files),
-        dataset_size=num_bytes,
-    )
-    DatasetInfosDict({"default": info}).to_dataset_card_data(card.data)
-    data_files = [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*"}]
-    MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card.data)
-    card.save(folder / REPOCARD_NAME)
-    return sorted([*files, REPOCARD_NAME])
-
-
 def push_dataset(
     data: str | os.PathLike | Dataset,
     repo_id: str,
@@ -301,7 +254,7 @@ def push_dataset(
         judge_evaluation: for the built card, the ``actprm eval --judge`` summary of the labelling judge.
 
     Returns:
-        The commit (with ``pr_url`` for a pull request).
+        The commit of the shards, the last one (with ``pr_url`` for the pull request holding both).
 
     Raises:
         ValueError: without a token, for an invalid repo id, ``create_pr`` with a branch or an empty
@@ -314,16 +267,14 @@ def push_dataset(
     card = card or build_dataset_card(
         dataset, repo_id, training=training, license=license, source=source, judge_evaluation=judge_evaluation
     )
-    api = _hub_api(token)
-    with tempfile.TemporaryDirectory(prefix="actprm-dataset-") as folder:
-        save_dataset_folder(dataset, folder, card, max_shard_size=max_shard_size)
-        repo_id = _create_repo(api, repo_id, "dataset", private, revision)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            repo_type="dataset",
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message or "Upload actprm labelled dataset",
-            delete_patterns=f"{DATA_DIR}/{SPLIT}-*",
-        )
+    message = commit_message or "Upload actprm labelled dataset"
+    repo_id = _create_repo(_hub_api(token), repo_id, "dataset", private, revision)
+    # The card goes first: `Dataset.push_to_hub` keeps the README.md it finds, adding the shards' metadata to it.
+    card_commit = card.push_to_hub(
+        repo_id, token=token, repo_type="dataset", commit_message=message, revision=revision, create_pr=create_pr
+    )
+    commit = dataset.push_to_hub(
+        repo_id, split="train", token=token, revision=card_commit.pr_revision or revision, commit_message=message,
+        max_shard_size=max_shard_size,
+    )  # fmt: skip
+    return dataclasses.replace(commit, pr_url=card_commit.pr_url)

@@ -3,7 +3,8 @@
 No Hub is reachable: a real (tiny) online active-learning run, real ``actprm eval`` summaries and real
 card and Parquet files are made, and the `HfApi` methods that would send them are replaced by spies
 that record what they were given. A repo "downloaded" into a Hub cache from exactly those files must
-load by its Hub id.
+load by its Hub id. Datasets are pushed by a fresh process to `tests/hub_server.py`, a real HTTP server
+speaking the Hub's upload API, and read back from what it stored.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
@@ -40,14 +42,14 @@ from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 from transformers import Trainer
 
-from conftest import missing
+from conftest import free_port, missing, server_process
 
 import actprm
 from actprm import AnnotationStore, ArithmeticJudge, EnsemblePRMModel, make_arithmetic_dataset
 from actprm.cli import main as cli
 from actprm.data import PROCESSBENCH_SUBSETS
 from actprm.evaluation import evaluate_prmbench, evaluate_processbench
-from actprm.hub import push_dataset, push_model, save_dataset_folder
+from actprm.hub import push_dataset, push_model
 from actprm.judges import ANNOTATION_FEATURES
 from actprm.model_card import (
     CARD_TAGS,
@@ -466,49 +468,97 @@ def test_bare_repo_name_goes_to_the_token_owner(model_dir, hub):
 # ----- pushing a dataset -----
 
 
-def test_push_dataset_sends_parquet_shards_and_card_as_datasets_does(model_dir, hub, tmp_path):
-    commit = push_dataset(
-        model_dir, "user/labels", private=True, revision="v1", commit_message="Labels", license="mit",
-        source="user/arithmetic-pool",
-    )  # fmt: skip
-    assert [name for name, _ in hub.calls] == ["create_repo", "create_branch", "upload_folder"]
-    assert hub.named("create_repo") == [{"repo_id": "user/labels", "repo_type": "dataset", "private": True, "exist_ok": True}]
-    assert hub.named("create_branch") == [{"repo_id": "user/labels", "branch": "v1", "repo_type": "dataset", "exist_ok": True}]
-    (sent,) = hub.named("upload_folder")
-    assert {k: v for k, v in sent.items() if k != "files"} == {
-        "repo_id": "user/labels", "repo_type": "dataset", "revision": "v1", "create_pr": False,
-        "commit_message": "Labels", "delete_patterns": "data/train-*",
-    }  # fmt: skip
-    assert sorted(sent["files"]) == ["README.md", "data/train-00000-of-00001.parquet"]
-    assert commit.commit_url.startswith("https://huggingface.co/datasets/user/labels/commit/")
+PUSH_DATASETS = """
+import json, shutil, sys
+from pathlib import Path
+from actprm.cli import main as cli
+from actprm.hub import push_dataset
 
-    repo = tmp_path / "labels"
-    for name, content in sent["files"].items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_bytes(content)
-    loaded = load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "cache"))
+model_dir, root, work, max_shard_size = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+options = {"revision": "v1", "commit_message": "Labels", "license": "mit", "source": "user/arithmetic-pool"}
+first = push_dataset(model_dir, "user/labels", private=True, **options)
+shutil.copytree(root / "datasets" / "user" / "labels", work / "after-first")
+sharded = push_dataset(model_dir / "annotations.jsonl", "user/labels", max_shard_size=max_shard_size, **options)
+cli(["push", "--dataset", str(model_dir / "annotations.jsonl"), "--repo-id", "user/labels-pr", "--create-pr"])
+print("RESULT", json.dumps({"first": [first, first.pr_url], "sharded": [sharded, sharded.pr_url]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pushed_datasets(model_dir, tmp_path_factory) -> dict:
+    """Labels pushed by a fresh process to `tests/hub_server.py`: twice to one branch (the second time in three
+    shards), and once from the CLI as a pull request. What it printed, and the server's repos and write log."""
+    work, root = tmp_path_factory.mktemp("push-client"), tmp_path_factory.mktemp("hub")
     stored = AnnotationStore(model_dir / "annotations.jsonl").to_dataset()
-    assert loaded.features == ANNOTATION_FEATURES == stored.features
-    assert loaded.to_list() == stored.to_list()
-    card = DatasetCard.load(repo / "README.md")
-    assert card.data.license == "mit" and card.data.configs[0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
-    assert card.data.dataset_info["splits"] == [
-        {"name": "train", "num_bytes": stored.data.nbytes, "num_examples": stored.num_rows}
-    ]
-    assert "standard deviation <= 0.01" in card.text  # the run's selection rule, from the report beside the file
-    assert TOKEN not in "".join(content.decode("utf-8", "replace") for content in sent["files"].values())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(REPO_ROOT / "tests" / "hub_server.py"), str(root), str(port)]
+    with server_process(command, f"{url}/requests", work / "hub.log"):
+        env = {**os.environ, "HF_ENDPOINT": url, "HF_HOME": str(work / "hf-home"), "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", PUSH_DATASETS, str(model_dir), str(root), str(work), str(stored.data.nbytes // 3 + 1)],
+            env=env, cwd=work, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        writes = json.loads(urllib.request.urlopen(f"{url}/commits").read())
+    assert done.returncode == 0, done.stderr[-4000:]
+    printed = json.loads(done.stdout.split("RESULT ", 1)[1])
+    return {"printed": printed, "stdout": done.stdout, "writes": writes, "root": root, "work": work, "url": url,
+            "stored": stored}  # fmt: skip
 
 
-def test_large_datasets_are_sharded_like_push_to_hub(tmp_path):
+def test_push_dataset_sends_parquet_shards_and_card_as_datasets_does(pushed_datasets, tmp_path):
+    writes, url, stored = pushed_datasets["writes"], pushed_datasets["url"], pushed_datasets["stored"]
+    first = [write for write in writes[:4] if write["repo_id"] == "user/labels"]
+    assert [(write["action"], write.get("visibility"), write.get("branch") or write.get("revision")) for write in first] == [
+        ("create_repo", "private", None), ("create_branch", None, "v1"), ("commit", None, "v1"), ("create_branch", None, "v1"),
+    ]  # fmt: skip
+    commits = [write for write in writes if write["action"] == "commit" and write["repo_id"] == "user/labels"]
+    assert [(c["revision"], c["create_pr"], c["summary"], c["added"], c["deleted"]) for c in commits] == [
+        ("v1", False, "Labels", ["README.md"], []),  # the card, then the shards and the card with their metadata
+        ("v1", False, "Labels", ["README.md", "data/train-00000-of-00001.parquet"], []),
+        ("v1", False, "Labels", ["README.md"], []),  # a second push: its shards replace the first one's
+        ("v1", False, "Labels", ["README.md", *(f"data/train-0000{i}-of-00003.parquet" for i in range(3))],
+         ["data/train-00000-of-00001.parquet"]),
+    ]  # fmt: skip
+    first_commit, first_pr = pushed_datasets["printed"]["first"]
+    assert first_commit.startswith(f"{url}/datasets/user/labels/commit/") and first_pr is None
+    assert {write["token"] for write in writes} == {f"Bearer {TOKEN}"}
+
+    for repo, shards in ((pushed_datasets["work"] / "after-first", 1), (pushed_datasets["root"] / "datasets/user/labels", 3)):
+        assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
+            "README.md", *(f"data/train-{i:05d}-of-{shards:05d}.parquet" for i in range(shards))
+        ]  # fmt: skip
+        loaded = load_dataset(str(repo), split="train", cache_dir=str(tmp_path / f"cache-{shards}"))
+        assert loaded.features == ANNOTATION_FEATURES == stored.features
+        assert loaded.to_list() == stored.to_list()
+        card = DatasetCard.load(repo / "README.md")
+        assert card.data.license == "mit" and card.data.configs[0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
+        assert card.data.dataset_info["splits"] == [
+            {"name": "train", "num_bytes": stored.data.nbytes, "num_examples": stored.num_rows}
+        ]
+        assert "standard deviation <= 0.01" in card.text  # the run's selection rule, from the report beside the file
+        assert all(TOKEN.encode() not in path.read_bytes() for path in repo.rglob("*") if path.is_file())
+
+
+def test_cli_pushes_a_dataset_as_one_pull_request(pushed_datasets):
+    url = pushed_datasets["url"]
+    assert f"pushed: {url}/datasets/user/labels-pr/discussions/1" in pushed_datasets["stdout"].splitlines()
+    writes = [write for write in pushed_datasets["writes"] if write["repo_id"] == "user/labels-pr"]
+    assert [(w["action"], w.get("revision"), w.get("create_pr"), w.get("added")) for w in writes] == [
+        ("create_repo", None, None, None),
+        ("commit", "main", True, ["README.md"]),  # opens the pull request ...
+        ("commit", "refs/pr/1", False, ["README.md", "data/train-00000-of-00001.parquet"]),  # ... the shards join it
+    ]  # fmt: skip
+    assert writes[0]["visibility"] == "public"
+
+
+def test_dataset_card_without_a_run_report_says_so(tmp_path):
     store = AnnotationStore(tmp_path / "annotations.jsonl")
     items = make_arithmetic_dataset(8, seed=4)
     store.extend(items, ArithmeticJudge().annotate([{k: r[k] for k in ("id", "problem", "steps")} for r in items]))
-    dataset = store.to_dataset()
-    card = build_dataset_card(dataset, "user/labels")
+    card = build_dataset_card(store.to_dataset(), "user/labels")
     assert "**Selection.** Not recorded." in card.text and "Licence: not stated" in card.text
-    files = save_dataset_folder(dataset, tmp_path / "repo", card, max_shard_size=dataset.data.nbytes // 3 + 1)
-    assert files == ["README.md", *(f"data/train-0000{i}-of-00003.parquet" for i in range(3))]
-    assert load_dataset(str(tmp_path / "repo"), split="train", cache_dir=str(tmp_path / "cache")).to_list() == dataset.to_list()
 
 
 # ----- missing token, bad input -----
@@ -568,7 +618,7 @@ def test_bad_push_input_is_refused_before_any_call(model_dir, hub, tmp_path):
 # ----- the CLI -----
 
 
-def test_cli_pushes_a_model_and_a_dataset(model_dir, summaries, hub, capsys):
+def test_cli_pushes_a_model(model_dir, summaries, hub, capsys):
     folder = summaries["folder"]
     code = cli([
         "push", "--model-dir", str(model_dir), "--repo-id", "user/tiny-prm", "--private", "--revision", "b1",
@@ -582,12 +632,6 @@ def test_cli_pushes_a_model_and_a_dataset(model_dir, summaries, hub, capsys):
     assert hub.named("create_repo")[0]["private"] is True
     card = ModelCard(sent["files"]["README.md"].decode())
     assert {r.dataset_name for r in card.data.eval_results} == {"ProcessBench", "PRMBench"}
-
-    code = cli(["push", "--dataset", str(model_dir / "annotations.jsonl"), "--repo-id", "user/labels", "--create-pr"])
-    assert code == 0
-    assert capsys.readouterr().out.strip() == "pushed: https://huggingface.co/datasets/user/labels/discussions/1"
-    (sent,) = hub.named("upload_folder")
-    assert sent["create_pr"] is True and sent["revision"] is None
 
 
 def test_cli_bad_input_and_missing_token_give_one_line_errors(model_dir, no_token, capsys):
