@@ -138,7 +138,7 @@ def test_a_failed_push_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, cap
     monkeypatch.setenv("HF_TOKEN", "hf_notarealsecret123")
     assert cli_main(["push", "--dataset", str(store.path), "--repo_id", "someone/labels"]) == 1
     stderr = capsys.readouterr().err
-    error = stderr.strip().splitlines()[-1]  # after the progress bar of the shards built locally
+    error = stderr.strip().splitlines()[-1]
     assert error.startswith("actprm push: error: pushing to someone/labels failed: ConnectError")
     assert "check the network" in error and "Traceback" not in stderr
     assert "hf_notarealsecret123" not in error
