@@ -98,7 +98,7 @@ class HubHandler(BaseHTTPRequestHandler):
         oid = hashlib.sha1(f"{repo_id} {len(HubHandler.writes)}".encode()).hexdigest()
         (repo.parent / f".{repo.name}.commit").write_text(oid)
         create_pr = "create_pr=1" in query
-        pulls = sum(write["action"] == "commit" and write["create_pr"] for write in HubHandler.writes)
+        pulls = sum(w["action"] == "commit" and w["create_pr"] and w["repo_id"] == repo_id for w in HubHandler.writes)
         self.record(
             "commit", repo_type=repo_type, repo_id=repo_id, revision=revision, create_pr=create_pr,
             summary=lines[0]["value"]["summary"], added=sorted(added), deleted=sorted(deleted),
@@ -112,7 +112,8 @@ class HubHandler(BaseHTTPRequestHandler):
         return folder if folder.is_dir() else None
 
     def api(self, parts: list[str], query: str) -> None:
-        """``/api/{models|datasets}/{owner}/{name}[/revision/{rev} | /tree/{rev}/{path} | /paths-info/{rev}]``."""
+        """``/api/{models|datasets}/{owner}/{name}[/revision/{rev} | /tree/{rev}/{path} | /paths-info/{rev} |
+        /branch/{name} | /preupload/{rev} | /commit/{rev}]``."""
         repo_type, owner, name, rest = parts[0], parts[1], parts[2], parts[3:]
         repo = self.repo(repo_type, owner, name)
         if repo is None:
