@@ -1,11 +1,22 @@
-"""The docs in the code: the config's docstring lists every field it adds (as TRL's configs do)."""
+"""The docs in the code: the config's docstring lists every field it adds (as TRL's configs do), and every public
+function and class shows a call in an ``Example:`` block (as huggingface_hub's do)."""
 
 import inspect
 import re
 from dataclasses import fields
 
+import pytest
+
 import actprm
+import actprm.metrics
 from actprm.training_options import ActivePRMOptions
+
+PUBLIC = [(name, getattr(actprm, name)) for name in actprm.__all__] + [
+    (f"metrics.{name}", getattr(actprm.metrics, name))
+    for name in actprm.metrics.__all__
+    if inspect.isfunction(getattr(actprm.metrics, name))
+]
+CALLABLE = [(name, value) for name, value in PUBLIC if not (inspect.isclass(value) and issubclass(value, Exception))]
 
 
 def test_config_docstring_lists_every_field_it_adds_with_default_and_help():
@@ -20,3 +31,14 @@ def test_config_docstring_lists_every_field_it_adds_with_default_and_help():
         assert " ".join(entry[3].split()) == " ".join(item.metadata["help"].split())
     groups = [doc.index(text) for text in ("> Parameters that control the model", "num_ensemble (", "> Parameters that control the data")]
     assert groups == sorted(groups)
+
+
+@pytest.mark.parametrize(("name", "value"), CALLABLE, ids=[name for name, _ in CALLABLE])
+def test_public_name_shows_a_call_in_an_example_block(name, value):
+    doc = inspect.getdoc(value) or ""
+    block = re.search(r"^Example:\n +```py\n(.*?)\n +```", doc, re.M | re.S)
+    assert block, f"{name} has no Example: block"
+    lines = [line.strip() for line in block[1].splitlines()]
+    code = "\n".join(line[4:] for line in lines if line.startswith((">>> ", "... ")))
+    compile(code, f"<{name} example>", "exec")
+    assert f"{name.split('.')[-1]}(" in code or f"{name.split('.')[-1]}." in code, f"{name}'s example does not call it"
