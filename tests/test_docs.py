@@ -1,6 +1,7 @@
 """The docs in the code: the config's docstring lists every field it adds (as TRL's configs do), and every public
 function and class shows a call in an ``Example:`` block (as huggingface_hub's do)."""
 
+import doctest
 import inspect
 import re
 from dataclasses import fields
@@ -33,12 +34,34 @@ def test_config_docstring_lists_every_field_it_adds_with_default_and_help():
     assert groups == sorted(groups)
 
 
+def example_of(value) -> str | None:
+    """The code of the ``Example:`` block of ``value``'s docstring, between its ```py fences."""
+    block = re.search(r"^Example:\n +```py\n(.*?)\n +```", inspect.getdoc(value) or "", re.M | re.S)
+    return block and block[1]
+
+
 @pytest.mark.parametrize(("name", "value"), CALLABLE, ids=[name for name, _ in CALLABLE])
 def test_public_name_shows_a_call_in_an_example_block(name, value):
-    doc = inspect.getdoc(value) or ""
-    block = re.search(r"^Example:\n +```py\n(.*?)\n +```", doc, re.M | re.S)
+    block = example_of(value)
     assert block, f"{name} has no Example: block"
-    lines = [line.strip() for line in block[1].splitlines()]
-    code = "\n".join(line[4:] for line in lines if line.startswith((">>> ", "... ")))
+    code = "".join(example.source for example in doctest.DocTestParser().get_examples(block))
     compile(code, f"<{name} example>", "exec")
     assert f"{name.split('.')[-1]}(" in code or f"{name.split('.')[-1]}." in code, f"{name}'s example does not call it"
+
+
+RUN_OFFLINE = [
+    "ActivePRMConfig", "AnnotationStore", "ArithmeticJudge", "OracleJudge", "SelectionSettings", "load_metric",
+    "make_arithmetic_dataset", "to_trl_stepwise", "metrics.average_over_subsets", "metrics.calibrate_threshold",
+    "metrics.first_error_from_scores", "metrics.prmbench_scores", "metrics.processbench_scores",
+    "metrics.validity_labels",
+]  # fmt: skip
+"""The examples that need neither the Hub nor a model: they run, and print what their docstring says."""
+
+
+@pytest.mark.parametrize("name", RUN_OFFLINE)
+def test_offline_example_gives_the_output_it_shows(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the examples write their files
+    test = doctest.DocTestParser().get_doctest(example_of(dict(PUBLIC)[name]), {}, name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda text: pytest.fail(text))
+    assert runner.tries >= 2
