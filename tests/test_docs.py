@@ -51,11 +51,13 @@ def test_public_name_shows_a_call_in_an_example_block(name, value):
 
 RUN_OFFLINE = [
     "ActivePRMConfig", "AnnotationStore", "ArithmeticJudge", "OracleJudge", "SelectionSettings", "load_metric",
+    "default_backbone", "EnsemblePRMConfig", "EnsemblePRMModel", "StepFeatureCache", "compute_step_features",
     "make_arithmetic_dataset", "to_trl_stepwise", "metrics.average_over_subsets", "metrics.calibrate_threshold",
     "metrics.first_error_from_scores", "metrics.prmbench_scores", "metrics.processbench_scores",
     "metrics.validity_labels",
 ]  # fmt: skip
-"""The examples that need neither the Hub nor a model: they run, and print what their docstring says."""
+"""The examples that need neither the Hub nor a judge server (models: the embedded default backbone): they run,
+and print what their docstring says."""
 
 
 @pytest.mark.parametrize("name", RUN_OFFLINE)
