@@ -41,7 +41,14 @@ SHIPPED_BACKBONE = Path(__file__).parent / "resources" / "default_backbone"
 
 
 def default_backbone() -> str:
-    """Local path of the embedded default backbone and tokenizer (shipped inside the package)."""
+    """Local path of the embedded default backbone and tokenizer (shipped inside the package).
+
+    Example:
+        ```py
+        >>> from actprm import EnsemblePRMModel, default_backbone
+        >>> model = EnsemblePRMModel.from_backbone(default_backbone())
+        ```
+    """
     return str(SHIPPED_BACKBONE)
 
 

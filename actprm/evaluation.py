@@ -84,6 +84,14 @@ def evaluate_processbench(
     Raises:
         ValueError: for a threshold outside (0, 1), both ``threshold`` and ``calibrate``, an
             unknown subset, or a calibration subset that is not evaluated.
+
+    Example:
+        ```py
+        >>> from actprm import StepScorer, evaluate_processbench
+        >>> scorer = StepScorer.from_pretrained("sail/ActPRM")
+        >>> summary = evaluate_processbench(scorer, "Qwen/ProcessBench", output_dir="eval-processbench", calibrate="gsm8k")
+        >>> summary["average"]["f1"]
+        ```
     """
     if threshold is not None and calibrate is not None:
         raise ValueError("pass either a threshold or a calibration subset, not both")
@@ -159,6 +167,14 @@ def evaluate_prmbench(
 
     Raises:
         ValueError: for a threshold outside (0, 1) or a malformed benchmark record (naming file and field).
+
+    Example:
+        ```py
+        >>> from actprm import StepScorer, evaluate_prmbench
+        >>> scorer = StepScorer.from_pretrained("sail/ActPRM")
+        >>> summary = evaluate_prmbench(scorer, "hitsmy/PRMBench_Preview", output_dir="eval-prmbench")
+        >>> summary["prm_score"]
+        ```
     """
     threshold = check_threshold(threshold)
     dataset = _load(data, "prmbench")

@@ -79,6 +79,14 @@ class StepFeatureCache:
         path: the folder; created when missing.
         backbone: `backbone_fingerprint` of the model the caller uses; shards from another backbone
             raise a `ValueError` naming the file.
+
+    Example:
+        ```py
+        >>> from actprm import StepFeatureCache
+        >>> cache = StepFeatureCache("features")
+        >>> cache.has("0123abcd", layer=-1)
+        False
+        ```
     """
 
     def __init__(self, path: str | os.PathLike, backbone: str | None = None) -> None:
@@ -165,6 +173,16 @@ def compute_step_features(
 
     Returns:
         How many trajectories were computed (those already cached are skipped).
+
+    Example:
+        ```py
+        >>> from actprm import EnsemblePRMModel, StepFeatureCache, compute_step_features, default_backbone
+        >>> model = EnsemblePRMModel.from_backbone(default_backbone())
+        >>> separator = model.config.separator_token_id
+        >>> cache = StepFeatureCache("features")
+        >>> compute_step_features(model, [[5, 6, separator, 7, separator]], cache, layers=[-1])
+        1
+        ```
     """
     backbone, separator = model.model, model.config.separator_token_id
     num_layers = backbone.config.get_text_config().num_hidden_layers

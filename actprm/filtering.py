@@ -97,6 +97,14 @@ class TrajectoryPool:
     Raises:
         FileNotFoundError: for a path that does not exist and is no Hub id, or a folder without data files.
         ValueError: for an unknown format, ``shard_size`` < 1, or two files of a folder with the same stem.
+
+    Example:
+        ```py
+        >>> from actprm import TrajectoryPool
+        >>> pool = TrajectoryPool("trajectories/", split="train")  # a folder of jsonl/parquet files, one shard each
+        >>> for shard in pool.shards():
+        ...     print(shard.name, shard.load().num_rows)
+        ```
     """
 
     def __init__(
@@ -202,6 +210,13 @@ def filter_pool(
     Raises:
         ValueError: for a scorer that is not an ensemble (for a strategy that needs one), bad selection
             settings, or an ``output_dir`` holding the output of other settings.
+
+    Example:
+        ```py
+        >>> from actprm import StepScorer, filter_pool
+        >>> scorer = StepScorer.from_pretrained("my-prm")  # an `EnsemblePRMModel` saved by `ActivePRMTrainer`
+        >>> summary = filter_pool(scorer, "trajectories/", output_dir="uncertain", pred_threshold=0.95)
+        ```
     """
     selection = filter_selection(strategy, pred_threshold, std_threshold, uncertainty_threshold, selection_rate, random_share)
     heads = getattr(scorer.model.config, "num_ensemble", 0) if scorer.kind == "ensemble" else 0

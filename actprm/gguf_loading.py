@@ -130,6 +130,15 @@ def load_gguf_backbone(
     The file is checked first (`check_gguf_file`); `load_kwargs` (`dtype`, `device_map`, ...) go to
     `from_pretrained`. `auto_class` is `AutoModel` (the bare backbone) by default; pass
     `AutoModelForCausalLM` for the model with its language-model head.
+
+    Example:
+        ```py
+        >>> from transformers import AutoModelForCausalLM
+        >>> from actprm import load_gguf_backbone
+        >>> backbone = load_gguf_backbone("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        >>> backbone.save_pretrained("smollm2-135m")  # plain safetensors
+        >>> lm = load_gguf_backbone("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf", auto_class=AutoModelForCausalLM)
+        ```
     """
     path = resolve_gguf_file(name_or_path, gguf_file, **load_kwargs)
     check_gguf_file(path)

@@ -70,6 +70,14 @@ def evaluate_judge_processbench(
         ValueError: for an unknown subset, a batch size below 1, or an ``output_dir`` holding another
             judge's answers.
         JudgeUnavailableError: the judge is down, or stopped answering (the answers so far are saved).
+
+    Example:
+        ```py
+        >>> from actprm import OpenAIJudge, evaluate_judge_processbench
+        >>> judge = OpenAIJudge("http://localhost:8000/v1", "Qwen/QwQ-32B", cache_path="judge_cache.sqlite")
+        >>> summary = evaluate_judge_processbench(judge, "Qwen/ProcessBench", output_dir="eval-judge", subsets=["gsm8k"])
+        >>> summary["average"]["f1"]
+        ```
     """
     subsets = list(PROCESSBENCH_SUBSETS if subsets is None else subsets)
     unknown = sorted(set(subsets) - set(PROCESSBENCH_SUBSETS))

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from datasets import Dataset
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import CardData, DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData, RepoCard
 
 from .hub_utils import hub_repo_id
 from .judges import ANNOTATION_FEATURES
@@ -35,6 +35,8 @@ from .modeling import EnsemblePRMConfig
 if TYPE_CHECKING:
     from .judges import Judge
     from .training_args import ActivePRMConfig
+
+CardT = TypeVar("CardT", bound=RepoCard)
 
 TEMPLATE_FOLDER = "hub_cards"
 MODEL_CARD_TEMPLATE = "model_card_template.md"
@@ -358,15 +360,35 @@ def build_model_card(
                          "regularization_lambda", "learning_probability")
         },
     }
-    return ModelCard.from_template(
+    return _render_card(
+        ModelCard,
         card_data,
-        template_path=str(card_template_path(MODEL_CARD_TEMPLATE)),
+        MODEL_CARD_TEMPLATE,
+        training,
         model_id=model_id,
         model=model,
-        training=training,
-        selection=describe_selection(training.selection) if training else None,
         statistics=_statistics_rows(training.statistics) if training else [],
         **_benchmark_tables(summaries),
+    )
+
+
+def _render_card(
+    card_class: type[CardT],
+    card_data: CardData,
+    template: str,
+    training: TrainingReport | None,
+    *,
+    not_recorded: str | None = None,
+    **variables: Any,
+) -> CardT:
+    """Render a card from a package template, given the run's report (``training``) and its selection rule
+    (``selection``, or ``not_recorded`` without a report)."""
+    return card_class.from_template(
+        card_data,
+        template_path=str(card_template_path(template)),
+        training=training,
+        selection=describe_selection(training.selection) if training else not_recorded,
+        **variables,
     )
 
 
@@ -450,9 +472,12 @@ def build_dataset_card(
         pretty_name=pretty_name,
         tags=list(CARD_TAGS),
     )
-    return DatasetCard.from_template(
+    return _render_card(
+        DatasetCard,
         card_data,
-        template_path=str(card_template_path(DATASET_CARD_TEMPLATE)),
+        DATASET_CARD_TEMPLATE,
+        training,
+        not_recorded="Not recorded.",
         repo_id=repo_id,
         pretty_name=pretty_name,
         judges=judges,
@@ -460,7 +485,6 @@ def build_dataset_card(
         prompt_versions=Counter(str(v) if v else "none" for v in dataset["prompt_version"]).most_common(),
         annotated_from=dates[0],
         annotated_to=dates[-1],
-        selection=describe_selection(training.selection) if training else "Not recorded.",
         counts={
             "rows": dataset.num_rows,
             "steps": sum(len(steps) for steps in dataset["steps"]),

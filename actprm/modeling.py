@@ -77,6 +77,15 @@ class EnsemblePRMConfig(PreTrainedConfig):
         hidden_layer (`int`, defaults to -1):
             The backbone hidden state the heads read: an index into its `hidden_states` (0 the embeddings,
             `num_hidden_layers` or -1 the last layer, after the final norm).
+
+    Example:
+        ```py
+        >>> from transformers import AutoConfig
+        >>> from actprm import EnsemblePRMConfig, default_backbone
+        >>> config = EnsemblePRMConfig(backbone_config=AutoConfig.from_pretrained(default_backbone()), num_ensemble=4)
+        >>> config.num_ensemble, config.separator
+        (4, '<extra_0>')
+        ```
     """
 
     model_type = MODEL_TYPE
@@ -255,6 +264,14 @@ class EnsemblePRMModel(PreTrainedModel):
 
     Heads run in the model's dtype (bf16 when the model is loaded in bf16); logits, probabilities and
     losses are float32.
+
+    Example:
+        ```py
+        >>> from actprm import EnsemblePRMModel, default_backbone
+        >>> model = EnsemblePRMModel.from_backbone(default_backbone(), num_ensemble=8)  # a new ensemble head
+        >>> model.save_pretrained("my-prm")
+        >>> model = EnsemblePRMModel.from_pretrained("my-prm")  # or a Hub id such as "sail/ActPRM"
+        ```
     """
 
     config_class = EnsemblePRMConfig

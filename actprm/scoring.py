@@ -97,7 +97,7 @@ def detect_model_kind(config: Mapping[str, Any], class_name: str | None = None) 
 
 @dataclass(frozen=True)
 class StepTagFormat:
-    """How a step-tag language-model PRM lays out a solution and answers for each step.
+    r"""How a step-tag language-model PRM lays out a solution and answers for each step.
 
     Attributes:
         layout: ``"plain"``: ``problem + problem_separator + "\n".join(step + " " + step_tag)``, encoded
@@ -108,6 +108,13 @@ class StepTagFormat:
         bad_token: the token that means "this step is wrong" (one token of the tokenizer).
         step_tag: plain layout: the tag written after every step (its last token is where scores are read).
         problem_separator: text between the problem and the first step.
+
+    Example:
+        ```py
+        >>> from actprm import StepScorer, StepTagFormat
+        >>> math_shepherd = StepTagFormat(layout="plain", step_tag="ки")  # the "math_shepherd" preset
+        >>> scorer = StepScorer.from_pretrained("peiyi9979/math-shepherd-mistral-7b-prm", step_tag_format=math_shepherd)
+        ```
     """
 
     layout: Literal["plain", "chat"]
@@ -480,6 +487,14 @@ class StepScorer:
         ValueError: for a model of no supported kind, an unknown step-tag preset, a tokenizer without
             the model's separator, tag, good or bad token, a token-classification model without exactly
             2 labels, or an option the model's kind does not take.
+
+    Example:
+        ```py
+        >>> from actprm import StepScorer
+        >>> scorer = StepScorer.from_pretrained("sail/ActPRM")  # or a folder saved by `ActivePRMTrainer`
+        >>> [result] = scorer.score([{"problem": "What is 2 + 3 * 4?", "steps": ["3 * 4 = 12.", "2 + 12 = 14."]}])
+        >>> result["first_error"]  # -1 when no step scores below the threshold
+        ```
     """
 
     def __init__(

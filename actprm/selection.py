@@ -325,6 +325,17 @@ class SelectionSettings:
     Raises a ValueError naming the option for an unknown strategy, a rate outside (0, 1], a random
     share outside [0, 1), importance weighting without a random share, or a missing or unused
     ``uncertainty_threshold``.
+
+    Example:
+        ```py
+        >>> from actprm import SelectionSettings
+        >>> settings = SelectionSettings("bald_max", uncertainty_threshold=0.05, random_share=0.1)
+        >>> settings.strategy
+        'bald_max'
+        >>> SelectionSettings("bald_max")
+        Traceback (most recent call last):
+        ValueError: selection strategy 'bald_max' needs uncertainty_threshold (or selection_rate for a fixed rate)
+        ```
     """
 
     strategy: str = "actprm"

@@ -45,7 +45,15 @@ def check_budget(value: float | None, option: str) -> None:
 
 
 def check_threshold(threshold: float) -> float:
-    """Return ``threshold`` as a float, or raise unless it lies strictly between 0 and 1."""
+    """Return ``threshold`` as a float, or raise unless it lies strictly between 0 and 1.
+
+    Example:
+        ```py
+        >>> from actprm.metrics import check_threshold
+        >>> check_threshold(0.5)
+        0.5
+        ```
+    """
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
         raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
     if not 0 < threshold < 1:

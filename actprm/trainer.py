@@ -94,6 +94,16 @@ class ActivePRMTrainer(Trainer):
     not updates. The learning-rate schedule advances on every step in pool mode and only on the steps
     that trained in online mode (a label is then trained at the same point of the schedule whatever the
     judge's delay); the logged ``loss`` is the mean over the steps that trained.
+
+    Example:
+        ```py
+        >>> from actprm import ActivePRMConfig, ActivePRMTrainer, ArithmeticJudge, default_backbone, make_arithmetic_dataset
+        >>> pool = make_arithmetic_dataset(64, split="pool").map(lambda row: {"label": None, "step_labels": None})
+        >>> args = ActivePRMConfig(output_dir="my-prm", learning_rate=3e-4, report_to="none")
+        >>> trainer = ActivePRMTrainer(default_backbone(), args=args, train_dataset=pool, judge=ArithmeticJudge())
+        >>> trainer.train()
+        >>> trainer.save_model()
+        ```
     """
 
     _tag_names = list(CARD_TAGS)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from transformers import TrainingArguments
 
 from .selection import SelectionSettings
-from .training_options import ActivePRMOptions
+from .training_options import PARAMETER_GROUPS, ActivePRMOptions, parameters_section
 
 
 @dataclass
@@ -22,6 +22,14 @@ class ActivePRMConfig(ActivePRMOptions, TrainingArguments):
     ``--resume_from_checkpoint true`` resumes from the last complete checkpoint in `output_dir`.
 
     Pickled (as in every checkpoint's ``training_args.bin``), it leaves `hub_token` out.
+
+    Example:
+        ```py
+        >>> from actprm import ActivePRMConfig
+        >>> args = ActivePRMConfig(output_dir="prm", num_ensemble=8, max_annotations=1000, judge_batch_size=32)
+        >>> args.selection_settings.strategy
+        'actprm'
+        ```
     """
 
     _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
@@ -58,3 +66,9 @@ class ActivePRMConfig(ActivePRMOptions, TrainingArguments):
     def __getstate__(self) -> dict[str, Any]:
         """The fields without `hub_token`: a pickled config (``training_args.bin``) never holds a secret."""
         return {**self.__dict__, "hub_token": None}
+
+
+ActivePRMConfig.__doc__ += "\n" + parameters_section(
+    [*fields(ActivePRMOptions), ActivePRMConfig.__dataclass_fields__["remove_unused_columns"]],
+    {**PARAMETER_GROUPS, "remove_unused_columns": "Parameters whose default differs from `TrainingArguments`"},
+) + "\n"

@@ -4,11 +4,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import textwrap
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
 from .constants import DEFAULT_SEPARATOR
 from .strategies import STRATEGIES
+
+PARAMETER_GROUPS = {
+    "model_init_kwargs": "Parameters that control the model",
+    "max_length": "Parameters that control the data",
+    "selection": "Parameters that control active learning",
+}
+"""The first `ActivePRMOptions` field of each group of the ``Parameters:`` section, with the group's heading."""
+
+
+def parameters_section(config_fields: Iterable[Field], groups: Mapping[str, str]) -> str:
+    """The ``Parameters:`` section of a config's docstring as TRL's configs write it, made from the fields' help so
+    that the two cannot drift apart; ``groups`` maps the first field of each group to its heading."""
+    lines = ["Parameters:"]
+    for item in config_fields:
+        if item.name in groups:
+            lines += [""] * (len(lines) > 1) + [f"    > {groups[item.name]}", ""]
+        default = item.default_factory() if item.default is MISSING else item.default
+        shown = f'"{default}"' if isinstance(default, str) else f"{default}"
+        kind = str(item.type).removesuffix(" | None")
+        lines.append(f"    {item.name} (`{kind}`, *optional*{'' if default is None else f', defaults to `{shown}`'}):")
+        lines += textwrap.wrap(item.metadata["help"], 110, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return textwrap.indent("\n".join(lines), "    ")
 
 
 @dataclass
@@ -171,3 +195,6 @@ class ActivePRMOptions:
                   "trained on; needed to resume from a pushed checkpoint). Off: they stay local; push the labels "
                   "as a dataset with `actprm push --dataset`."},
     )
+
+
+ActivePRMOptions.__doc__ += "\n\n" + parameters_section(fields(ActivePRMOptions), PARAMETER_GROUPS) + "\n"

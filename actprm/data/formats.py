@@ -184,6 +184,14 @@ def to_trl_stepwise(dataset: Dataset) -> Dataset:
     as in `first_error_from_step_labels`) and False after it (it extends a wrong prefix, as in
     Math-Shepherd's labels). So `from_trl_stepwise` gives back the same ``label``. ``id`` and
     extra columns are kept. An unlabelled row (``label`` None) has no TRL form and raises.
+
+    Example:
+        ```py
+        >>> from actprm import make_arithmetic_dataset, to_trl_stepwise
+        >>> trl_dataset = to_trl_stepwise(make_arithmetic_dataset(8))  # for TRL's PRMTrainer
+        >>> trl_dataset.column_names[:3]
+        ['prompt', 'completions', 'labels']
+        ```
     """
     source = _dataset_source(dataset)
 
@@ -203,7 +211,17 @@ def to_trl_stepwise(dataset: Dataset) -> Dataset:
 
 
 def from_trl_stepwise(dataset: Dataset) -> Dataset:
-    """TRL stepwise-supervision rows -> canonical rows (see `convert_trl`); raises on a malformed row."""
+    """TRL stepwise-supervision rows -> canonical rows (see `convert_trl`); raises on a malformed row.
+
+    Example:
+        ```py
+        >>> from datasets import load_dataset
+        >>> from actprm import from_trl_stepwise
+        >>> dataset = from_trl_stepwise(load_dataset("trl-lib/math_shepherd", split="train"))
+        >>> dataset.column_names[:4]
+        ['id', 'problem', 'steps', 'label']
+        ```
+    """
     source = _dataset_source(dataset)
     records = (RawRecord(dict(row), source, index, "trl", index) for index, row in enumerate(dataset))
     return build_dataset(convert_trl(records, RecordErrors("raise")), source)

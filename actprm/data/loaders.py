@@ -62,6 +62,14 @@ def load_steps(
             field; ``"skip"`` leaves such records out and ends with a `SkippedRecordsWarning`
             whose ``errors`` list each one. Records left out on purpose (PRMBench's duplicate ids)
             are reported the same way.
+
+    Example:
+        ```py
+        >>> from actprm import load_steps
+        >>> gsm8k = load_steps("Qwen/ProcessBench", subset="gsm8k")  # or a local .jsonl/.json/.parquet file or folder
+        >>> gsm8k.column_names[:4]
+        ['id', 'problem', 'steps', 'label']
+        ```
     """
     errors = RecordErrors(on_error)
     subsets = _subsets(subset)

@@ -183,6 +183,15 @@ def make_arithmetic_dataset(n: int, seed: int = 0, *, split: str = "pool", error
     Returns:
         A dataset in the canonical schema with an extra ``error_kind`` column (``"none"`` or one of
         `ERROR_KINDS`).
+
+    Example:
+        ```py
+        >>> from actprm import make_arithmetic_dataset
+        >>> pool = make_arithmetic_dataset(100, seed=0, split="pool", error_rate=0.5)
+        >>> test = make_arithmetic_dataset(20, split="test")  # problems never in the pool
+        >>> pool.num_rows, test.num_rows
+        (100, 20)
+        ```
     """
     rows = list(itertools.islice(iter_arithmetic_examples(seed, split=split, error_rate=error_rate), n))
     features = FEATURES.copy()

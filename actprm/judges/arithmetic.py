@@ -172,6 +172,14 @@ class ArithmeticJudge(Judge):
 
     Its ``raw_output`` explains the verdict step by step. A problem or step it cannot read becomes
     a `JudgeFailure`. Each item counts as one request and no tokens.
+
+    Example:
+        ```py
+        >>> from actprm import ArithmeticJudge, make_arithmetic_dataset
+        >>> items = make_arithmetic_dataset(2, error_rate=0.0).to_list()
+        >>> [annotation.first_error for annotation in ArithmeticJudge().annotate(items)]
+        [-1, -1]
+        ```
     """
 
     def __init__(self, *, cache_path: str | os.PathLike | None = None):

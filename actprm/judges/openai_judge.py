@@ -101,6 +101,14 @@ class OpenAIJudge(CritiqueJudge):
         max_unparseable_rate, unparseable_window: the garbage check above (``max_unparseable_rate=1``
             disables it).
         cache_path: sqlite cache file (see `JudgeCache`).
+
+    Example:
+        ```py
+        >>> from actprm import OpenAIJudge, load_steps
+        >>> judge = OpenAIJudge("http://localhost:8000/v1", "Qwen/QwQ-32B", concurrency=64, cache_path="judge_cache.sqlite")
+        >>> results = judge.annotate(load_steps("Qwen/ProcessBench", subset="gsm8k").select(range(8)))
+        >>> [getattr(result, "first_error", None) for result in results]  # None for a `JudgeFailure`
+        ```
     """
 
     concurrent_batches = True  # each `annotate` call has its own client and event loop

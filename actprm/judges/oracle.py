@@ -13,6 +13,14 @@ class OracleJudge(Judge):
 
     Every answer is counted as a request costing ``tokens_per_step`` per step, so budgets and
     cost curves work as with a real judge. An item without a label becomes a `JudgeFailure`.
+
+    Example:
+        ```py
+        >>> from actprm import OracleJudge, make_arithmetic_dataset
+        >>> items = make_arithmetic_dataset(3).to_list()
+        >>> [annotation.first_error for annotation in OracleJudge().annotate(items)] == [item["label"] for item in items]
+        True
+        ```
     """
 
     def __init__(self, *, tokens_per_step: int = 1, cache_path: str | os.PathLike | None = None):

@@ -36,6 +36,17 @@ class AnnotationStore:
 
     Args:
         path: the ``.jsonl`` file, created with its folder if missing.
+
+    Example:
+        ```py
+        >>> from actprm import AnnotationStore, OracleJudge, make_arithmetic_dataset
+        >>> items = make_arithmetic_dataset(4).to_list()
+        >>> store = AnnotationStore("labels/annotations.jsonl")
+        >>> store.extend(items, OracleJudge().annotate(items))
+        4
+        >>> store.to_dataset().num_rows
+        4
+        ```
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -29,6 +29,13 @@ class TransformersJudge(CritiqueJudge):
         generation_kwargs: more `generate` arguments (e.g. ``prefix_allowed_tokens_fn`` to constrain
             the answer); their names and values (callables by name) enter the judge identity.
         cache_path: sqlite cache file (see `JudgeCache`).
+
+    Example:
+        ```py
+        >>> from actprm import TransformersJudge, make_arithmetic_dataset
+        >>> judge = TransformersJudge("Qwen/Qwen2.5-Math-7B-Instruct", max_new_tokens=2048, cache_path="judge_cache.sqlite")
+        >>> results = judge.annotate(make_arithmetic_dataset(4).to_list())
+        ```
     """
 
     def __init__(

@@ -33,6 +33,14 @@ def load_metric(name: Literal["processbench", "prmbench"], **kwargs: Any) -> eva
 
     Raises:
         ValueError: if ``name`` is not one of `METRIC_NAMES`.
+
+    Example:
+        ```py
+        >>> from actprm import load_metric
+        >>> processbench = load_metric("processbench")
+        >>> processbench.compute(predictions=[1, -1], references=[1, 2])
+        {'error_acc': 0.5, 'correct_acc': nan, 'f1': nan}
+        ```
     """
     if name not in METRIC_NAMES:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")

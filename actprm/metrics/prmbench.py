@@ -45,6 +45,13 @@ def validity_labels(scores: Sequence[float], threshold: float = VALIDITY_THRESHO
 
     Raises:
         ValueError: if ``threshold`` is not strictly between 0 and 1.
+
+    Example:
+        ```py
+        >>> from actprm.metrics import validity_labels
+        >>> validity_labels([0.9, 0.3, 0.7], threshold=0.5)
+        [1, 0, 1]
+        ```
     """
     threshold = check_threshold(threshold)
     return [int(score > threshold) for score in scores]
@@ -119,6 +126,14 @@ def prmbench_scores(
 
     Raises:
         ValueError: if the lengths differ, or an item is malformed (naming the item and step).
+
+    Example:
+        ```py
+        >>> from actprm.metrics import prmbench_scores
+        >>> scores = prmbench_scores(predictions=[[1, 0], [1, 1]], references=[[2], []], classifications=["circular", "correct"])
+        >>> scores["prm_score"]
+        1.0
+        ```
     """
     check_same_length(predictions=predictions, references=references, classifications=classifications)
     for item, classification in enumerate(classifications):

@@ -66,6 +66,13 @@ def processbench_scores(predictions: Sequence[int | None], references: Sequence[
 
     Raises:
         ValueError: if the lengths differ, or an item is not an int >= -1 (naming the item).
+
+    Example:
+        ```py
+        >>> from actprm.metrics import processbench_scores
+        >>> processbench_scores(predictions=[1, -1, None], references=[1, -1, -1])  # None: no answer
+        {'error_acc': 1.0, 'correct_acc': 0.5, 'f1': 0.6666666666666666}
+        ```
     """
     check_same_length(predictions=predictions, references=references)
     predictions = _first_error_indices(predictions, "predictions", allow_none=True)
@@ -116,6 +123,14 @@ def average_over_subsets(
 
     Raises:
         ValueError: if there is no subset, the subsets report different metrics, or a weight is missing.
+
+    Example:
+        ```py
+        >>> from actprm.metrics import average_over_subsets
+        >>> per_subset = {"gsm8k": {"f1": 0.8}, "math": {"f1": 0.6}}
+        >>> average_over_subsets(per_subset)["f1"], average_over_subsets(per_subset, weights={"gsm8k": 3, "math": 1})["f1"]
+        (0.7, 0.75...)
+        ```
     """
     if not per_subset:
         raise ValueError("no subset to average over")
@@ -155,6 +170,13 @@ def calibrate_threshold(
     Raises:
         ValueError: if the lengths differ, a reference is not a step of its solution, or F1 is NaN at
             every candidate (the solutions must include both erroneous and all-correct ones).
+
+    Example:
+        ```py
+        >>> from actprm.metrics import calibrate_threshold
+        >>> calibrate_threshold([[0.9, 0.2], [0.9, 0.8]], references=[1, -1], candidates=[0.1, 0.5])
+        (0.5, 1.0)
+        ```
     """
     check_same_length(step_scores_list=step_scores_list, references=references)
     references = _first_error_indices(references, "references")
