@@ -163,8 +163,11 @@ def _run(argv: list[str], ports: multiprocessing.Queue) -> None:
 
 @contextmanager
 def serving(delay: float = 0.0, *flags: str) -> Iterator[tuple[str, Callable[[], dict], multiprocessing.Process]]:
-    """The server (with the command-line ``flags``) in a forked process; yields (base_url, stats(), process)."""
-    context = multiprocessing.get_context("fork")
+    """The server (with the command-line ``flags``) in a process of its own; yields (base_url, stats(), process).
+
+    Spawned, not forked: a fork of a test process that runs threads (servers, thread pools) can inherit a lock
+    another thread held, and then hang on it."""
+    context = multiprocessing.get_context("spawn")
     ports = context.Queue()
     process = context.Process(target=_run, args=(["--delay", str(delay), *flags], ports), daemon=True)
     process.start()
