@@ -165,9 +165,11 @@ def _run(argv: list[str], ports: multiprocessing.Queue) -> None:
 def serving(delay: float = 0.0, *flags: str) -> Iterator[tuple[str, Callable[[], dict], multiprocessing.Process]]:
     """The server (with the command-line ``flags``) in a process of its own; yields (base_url, stats(), process).
 
-    Spawned, not forked: a fork of a test process that runs threads (servers, thread pools) can inherit a lock
-    another thread held, and then hang on it."""
-    context = multiprocessing.get_context("spawn")
+    Forked from a fork server (a clean process that has imported this module once), not from the test process:
+    a fork of a process that runs threads (servers, thread pools) can inherit a lock another thread held, and
+    hang on it; a spawned process would import this module anew each time."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     ports = context.Queue()
     process = context.Process(target=_run, args=(["--delay", str(delay), *flags], ports), daemon=True)
     process.start()
