@@ -74,14 +74,14 @@ class RealDataConfig:
     )
     prmbench_size: int = field(default=240, metadata={"help": "PRMBench samples."})
     pred_thresholds: list[float] = field(
-        default_factory=lambda: [0.9, 0.95, 0.97], metadata={"help": "Uncertainty runs; each sets a random run's rate."}
+        default_factory=lambda: [0.6, 0.8, 0.9, 0.95], metadata={"help": "Uncertainty runs; each sets a random run's rate."}
     )
     std_threshold: float = field(default=0.01, metadata={"help": "The selection rule's std threshold."})
     seeds: list[int] = field(default_factory=lambda: list(range(10)), metadata={"help": "Seeds of every setting."})
     num_ensemble: int = field(default=8, metadata={"help": "Heads."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Heads' learning rate (cached features)."})
     num_train_epochs: int = field(
-        default=8,
+        default=4,
         metadata={"help": "Passes over the pool per run. A random run selects each trajectory of a pass with the "
                   "probability that gives the share of the pool its uncertainty run labelled over all passes."},
     )
@@ -217,17 +217,18 @@ class Evaluator:
     def __call__(self, model: EnsemblePRMModel) -> dict[str, float]:
         validation, test = self.mean_scores(model, "validation"), self.mean_scores(model, "test")
         threshold, validation_f1 = calibrate_threshold(validation, self.references("validation"))
-        rated = [(score, label) for scores, record in zip(test, self.splits["test"].records)
-                 for score, label in zip(scores, record["step_labels"]) if label is not None]
         metrics = {
-            "auroc": auroc(np.array([s for s, _ in rated]), np.array([l for _, l in rated])),
+            "auroc": self.step_auroc(test, "test"),
             "threshold": threshold,
             "validation_f1": validation_f1,
             "f1": self.f1(test, self.references("test"), threshold),
         }
         for subset in PROCESSBENCH_SUBSETS:
             name = f"processbench/{subset}"
-            metrics[f"{subset}_f1"] = self.f1(self.mean_scores(model, name), self.references(name), threshold)
+            scores = self.mean_scores(model, name)
+            metrics[f"{subset}_f1"] = self.f1(scores, self.references(name), threshold)
+            if subset == "gsm8k":  # threshold-free: steps before the first error good, the first error bad
+                metrics["gsm8k_auroc"] = self.step_auroc(scores, name)
         metrics["processbench_f1"] = float(np.mean([metrics[f"{subset}_f1"] for subset in PROCESSBENCH_SUBSETS]))
         prmbench = self.splits["prmbench"].records
         if len(prmbench) == 0:
@@ -238,6 +239,14 @@ class Evaluator:
         )
         metrics["prmbench_score"] = result["prm_score"]
         return metrics
+
+    def step_auroc(self, scores: list[list[float]], name: str) -> float:
+        """Step AUROC of ``scores`` over the labelled steps of split ``name``."""
+        rated = [(score, label) for trajectory, record in zip(scores, self.splits[name].records)
+                 for score, label in zip(trajectory, record["step_labels"]) if label is not None]
+        if not rated:
+            return float("nan")
+        return auroc(np.array([s for s, _ in rated]), np.array([l for _, l in rated]))
 
     def references(self, name: str) -> list[int]:
         return list(self.splits[name].records["label"])
@@ -296,7 +305,7 @@ def paired(first: list[float], second: list[float]) -> str:
     return f"{difference.mean():+.3f} ± {error:.3f}"
 
 
-METRICS = ("auroc", "f1", "gsm8k_f1", "math_f1", "olympiadbench_f1", "omnimath_f1", "processbench_f1", "prmbench_score")
+METRICS = ("auroc", "f1", "gsm8k_auroc", "gsm8k_f1", "math_f1", "olympiadbench_f1", "omnimath_f1", "processbench_f1", "prmbench_score")
 
 
 def summarise(config: RealDataConfig, runs: list[dict[str, Any]], splits: dict[str, int]) -> str:
@@ -339,13 +348,15 @@ def plot(config: RealDataConfig, by_setting: dict[tuple[str, int], list[dict[str
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("auroc", "f1")):
-        for kind, marker in (("uncertainty", "o"), ("random", "s"), ("all", "*"), ("untrained", "x")):
+        for kind, marker, color in (("uncertainty", "o", "C0"), ("random", "s", "C3"), ("all", "*", "C2"),
+                                    ("untrained", "x", "C7")):
             for (name, layer), group in sorted(by_setting.items()):
                 if name.split("@")[0] != kind:
                     continue
                 label = f"{kind} (layer {layer})"
                 axis.errorbar(np.mean([r["labels"] for r in group]), np.mean([r[metric] for r in group]),
-                              yerr=np.std([r[metric] for r in group]), fmt=marker, capsize=3,
+                              yerr=np.std([r[metric] for r in group]), fmt=marker, color=color, capsize=3,
+                              mfc=color if layer == config.selection_layer else "none",
                               label=label if label not in axis.get_legend_handles_labels()[1] else None)
         axis.set_xlabel("labelled trajectories used")
         axis.set_ylabel({"auroc": "PRM800K test step AUROC", "f1": "PRM800K test F1 (validation threshold)"}[metric])
@@ -417,12 +428,12 @@ def main(config: RealDataConfig) -> None:
         for threshold in config.pred_thresholds:
             trained, summary = train_run(config, model, tokenizer, pool, selection_layer, seed, "uncertainty",
                                          pred_threshold=threshold)
-            record(f"uncertainty@{threshold}", selection_layer, seed, trained, summary)
+            record(f"uncertainty@{threshold}/{config.std_threshold}", selection_layer, seed, trained, summary)
             share = max(summary["annotations"], 1) / len(pool)
             rate = 1 - (1 - share) ** (1 / config.num_train_epochs)
             trained, summary = train_run(config, model, tokenizer, pool, selection_layer, seed, "random",
                                          random_selection_rate=rate)
-            record(f"random@{threshold}", selection_layer, seed, trained, summary, rate=rate)
+            record(f"random@{threshold}/{config.std_threshold}", selection_layer, seed, trained, summary, rate=rate)
     print(summarise(config, runs, sizes))
 
 
