@@ -305,7 +305,8 @@ def paired(first: list[float], second: list[float]) -> str:
     return f"{difference.mean():+.3f} ± {error:.3f}"
 
 
-METRICS = ("auroc", "f1", "gsm8k_auroc", "gsm8k_f1", "math_f1", "olympiadbench_f1", "omnimath_f1", "processbench_f1", "prmbench_score")
+METRICS = ("auroc", "f1", "gsm8k_auroc", "gsm8k_f1", "math_f1", "olympiadbench_f1", "omnimath_f1", "processbench_f1",
+           "prmbench_score")
 
 
 def summarise(config: RealDataConfig, runs: list[dict[str, Any]], splits: dict[str, int]) -> str:
@@ -346,6 +347,7 @@ def plot(config: RealDataConfig, by_setting: dict[tuple[str, int], list[dict[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    selection_layers = {layer for name, layer in by_setting if name.startswith("uncertainty")}  # filled markers
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("auroc", "f1")):
         for kind, marker, color in (("uncertainty", "o", "C0"), ("random", "s", "C3"), ("all", "*", "C2"),
@@ -356,7 +358,7 @@ def plot(config: RealDataConfig, by_setting: dict[tuple[str, int], list[dict[str
                 label = f"{kind} (layer {layer})"
                 axis.errorbar(np.mean([r["labels"] for r in group]), np.mean([r[metric] for r in group]),
                               yerr=np.std([r[metric] for r in group]), fmt=marker, color=color, capsize=3,
-                              mfc=color if layer == config.selection_layer else "none",
+                              mfc=color if layer in selection_layers else "none",
                               label=label if label not in axis.get_legend_handles_labels()[1] else None)
         axis.set_xlabel("labelled trajectories used")
         axis.set_ylabel({"auroc": "PRM800K test step AUROC", "f1": "PRM800K test F1 (validation threshold)"}[metric])
