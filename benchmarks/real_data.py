@@ -227,8 +227,7 @@ class Evaluator:
             name = f"processbench/{subset}"
             scores = self.mean_scores(model, name)
             metrics[f"{subset}_f1"] = self.f1(scores, self.references(name), threshold)
-            if subset == "gsm8k":  # threshold-free: steps before the first error good, the first error bad
-                metrics["gsm8k_auroc"] = self.step_auroc(scores, name)
+            metrics[f"{subset}_auroc"] = self.step_auroc(scores, name)  # threshold-free; the first error is bad
         metrics["processbench_f1"] = float(np.mean([metrics[f"{subset}_f1"] for subset in PROCESSBENCH_SUBSETS]))
         prmbench = self.splits["prmbench"].records
         if len(prmbench) == 0:

@@ -43,13 +43,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from trl import TrlParser
 
 from actprm.metrics import calibrate_threshold, first_error_from_scores, processbench_scores
 from actprm.modeling import EnsembleHead, EnsembleLinear
 from actprm.selection import STRATEGIES, SelectionSettings, acquire
 from actprm.tokenization import IGNORE_INDEX
+from real_data import RealDataConfig, auroc, build_step_tokenizer, load_splits  # this script's folder
 
 RANDOM, FULL = "random", "all"
 THRESHOLDS = [round(t, 2) for t in np.arange(0.02, 0.99, 0.02)]
@@ -140,8 +140,6 @@ def synthetic_splits(config: StrategiesConfig) -> dict[str, Split]:
 def real_splits(config: StrategiesConfig) -> dict[str, Split]:
     """`real_data.py`'s PRM800K splits (at most the given sizes), their states of `layer` read from the step-feature
     cache; trajectories the cache lacks are left out."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from real_data import RealDataConfig, build_step_tokenizer, load_splits
     from transformers import AutoTokenizer
 
     from actprm.features import StepFeatureCache, trajectory_key
@@ -242,14 +240,6 @@ def one_pass(
             if not last:
                 break
     return heads
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann-Whitney, ties count half)."""
-    ranks = rankdata(scores)
-    positives = labels == 1
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @torch.no_grad()
