@@ -293,7 +293,26 @@ class EnsemblePRMModel(PreTrainedModel):
             backbone = AutoModel.from_config(config.backbone_config)
         self.model = backbone
         self.score = EnsembleHead(config.num_ensemble, backbone.config.hidden_size, config.head_hidden_size)
+        self.backbone_frozen = False
         self.post_init()
+
+    def freeze_backbone(self) -> None:
+        """Freeze the backbone for heads trained on cached step features: no gradients, and it stays in eval
+        mode, so `train()` and `zero_grad()` walk only the heads (on features, the backbone's hundreds of
+        modules made those walks most of a training step's time)."""
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.backbone_frozen = True
+
+    def train(self, mode: bool = True) -> "EnsemblePRMModel":
+        if not self.backbone_frozen:
+            return super().train(mode)
+        self.training = mode
+        self.score.train(mode)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        (self.score if self.backbone_frozen else super()).zero_grad(set_to_none)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Heads: truncated normal (std 1/(2 sqrt(fan_in)), cut at 2 std), zero biases; anchor: their copy.

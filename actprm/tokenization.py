@@ -92,7 +92,11 @@ class StepTokenizer:
             raise ValueError("a system prompt needs use_chat_template=True")
 
     def _text_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return self._texts_ids([text])[0]
+
+    def _texts_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids in one batched call (special-token text stays text)."""
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _template_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -128,8 +132,9 @@ class StepTokenizer:
         input_ids = self.prompt_ids(record["problem"])
         labels = [IGNORE_INDEX] * len(input_ids)
         kept = 0
-        for step, step_label in zip(record["steps"], step_labels):
-            step_ids = self._text_ids(step) + [self.separator_id]
+        steps = list(record["steps"])
+        for step_ids, step_label in zip(self._texts_ids(steps) if steps else [], step_labels):
+            step_ids = step_ids + [self.separator_id]
             if self.max_length is not None and len(input_ids) + len(step_ids) > self.max_length:
                 break
             input_ids += step_ids

@@ -84,8 +84,9 @@ class ActivePRMTrainer(Trainer):
 
     With `args.step_features_dir`, the backbone is frozen and runs once, before training, over the
     train and eval trajectories whose step features are not cached yet (where the model is: move it
-    to a GPU first for a fast pass); selection, training and evaluation then read the cached
-    hidden states of `config.hidden_layer` at the separators (`actprm.features`).
+    to a GPU first for a fast pass; with `args.bf16` or `args.fp16` it runs under autocast); selection,
+    training and evaluation then read the cached hidden states of `config.hidden_layer` at the
+    separators (`actprm.features`).
 
     One optimisation step is one step of `Trainer`'s loop: each process scores and selects one batch of
     candidates (per gradient-accumulation substep), and the update trains on the full batch the buffer
@@ -269,15 +270,18 @@ class ActivePRMTrainer(Trainer):
         self, model: EnsemblePRMModel, args: ActivePRMConfig, train: Dataset | None, eval_dataset: Any
     ) -> tuple[Any, Any]:
         """Freeze the backbone, cache the step features of every split, and key the splits' rows to them."""
-        model.model.requires_grad_(False)
+        model.freeze_backbone()
         self.feature_layer = resolve_layer(model.config.hidden_layer, model.config.get_text_config().num_hidden_layers)
         separator = self.step_tokenizer.separator_id
         named = {} if eval_dataset is None else eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
         splits = {name: step_feature_rows(ds, separator) for name, ds in [("train", train), *named.items()] if ds is not None}
+        autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         with args.main_process_first(desc="computing step features"):
             self.feature_cache = StepFeatureCache(args.step_features_dir, backbone=backbone_fingerprint(model))
             for split in splits.values():
-                compute_step_features(model, split["input_ids"], self.feature_cache, [self.feature_layer])
+                compute_step_features(
+                    model, split["input_ids"], self.feature_cache, [self.feature_layer], autocast_dtype=autocast_dtype
+                )
         evaluated = {name: splits[name] for name in named}
         train = splits.get("train")
         if train is not None:  # batches of candidates are read from the cache: the token columns are not needed

@@ -63,6 +63,17 @@ def test_cached_features_give_the_scores_of_the_full_model(tmp_path, layer):
         torch.testing.assert_close(std, expected_std, atol=1e-5, rtol=0)
 
 
+def test_features_computed_under_bf16_autocast_are_float32_and_close_to_float32_ones(tmp_path):
+    model, rows = tiny_model().eval(), real_rows(batch_with_steps())
+    exact, autocast = StepFeatureCache(tmp_path / "fp32"), StepFeatureCache(tmp_path / "bf16")
+    compute_step_features(model, rows, exact, [-1])
+    compute_step_features(model, rows, autocast, [-1], autocast_dtype=torch.bfloat16)
+    for ids in rows:
+        expected, got = exact.get(trajectory_key(ids), 2), autocast.get(trajectory_key(ids), 2)
+        assert got.dtype == torch.float32 and not torch.equal(got, expected)
+        torch.testing.assert_close(got, expected, atol=0.05, rtol=0.05)
+
+
 def test_a_cache_of_another_backbone_or_a_corrupt_shard_is_refused(tmp_path):
     model, other = tiny_model(seed=0), tiny_model(seed=1)
     compute_step_features(model, real_rows(batch_with_steps()), StepFeatureCache(tmp_path / "a", backbone_fingerprint(model)), [1])
@@ -87,13 +98,15 @@ def test_trainer_on_cached_features_trains_the_heads_only(tiny_backbone, tmp_pat
     model = trainer.model
     backbone_before = {k: v.clone() for k, v in model.model.state_dict().items()}
     heads_before = {k: v.clone() for k, v in model.score.model.state_dict().items()}
-    forwards = []
+    forwards, modes = [], set()
     model.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    model.score.register_forward_pre_hook(lambda module, args: modes.add((module.training, model.model.training)))
 
     trainer.train()
     metrics = trainer.evaluate()
 
     assert forwards == []  # selection, training and evaluation read the cache: the backbone never runs
+    assert modes == {(True, False), (False, False)}  # the heads train and score; the frozen backbone stays in eval
     summary = trainer.active_learning_summary()
     assert summary["selected"] == summary["trained"] == 48 and summary["annotations"] == 24
     assert "eval_f1" in metrics
