@@ -450,9 +450,16 @@ class ActivePRMTrainer(Trainer):
         """Random numbers of a batch's selection, set by the seed and the batch's first row (same on resume)."""
         return torch.Generator().manual_seed(self.args.seed * 1_000_003 + rows[0])
 
+    def _unwrapped_model(self) -> EnsemblePRMModel:
+        """`self.model` without its distributed wrappers, unwrapped once per wrapper (it walks every module)."""
+        wrapped, unwrapped = getattr(self, "_unwrapped", (None, None))
+        if wrapped is not self.model:
+            self._unwrapped = wrapped, unwrapped = self.model, self.accelerator.unwrap_model(self.model)
+        return unwrapped
+
     def _uncertain(self, inputs: dict[str, torch.Tensor], has_label: list[bool]) -> list[bool]:
         args, rows = self.args, inputs["row"].tolist()
-        model = self.accelerator.unwrap_model(self.model)
+        model = self._unwrapped_model()
         was_training = model.training
         model.eval()
         with torch.no_grad():

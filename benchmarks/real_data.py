@@ -29,9 +29,11 @@ import copy
 import json
 import math
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,11 @@ class RealDataConfig:
     gguf_file: str = field(default="SmolLM2-135M-Instruct.Q4_1.gguf", metadata={"help": "GGUF file of the backbone."})
     model_dir: str = field(default="models/smollm2-135m-instruct", metadata={"help": "Its folder under shared_dir."})
     cache_dir: str = field(default="real-data-cache", metadata={"help": "Step-feature cache (reused between runs)."})
+    splits_dir: str | None = field(
+        default=None,
+        metadata={"help": "The splits are saved here (`Dataset.save_to_disk`, a folder each) once built, and loaded "
+                  "from here when present: a few MB to carry to a machine without ../shared/data (a GPU one)."},
+    )
     output_dir: str = field(default="bench-real", metadata={"help": "Where runs.json, results.md and the plot go."})
     cpu: bool = field(default=False, metadata={"help": "Frozen backbone, heads on cached step features (the CPU setting)."})
     layers: list[int] = field(
@@ -101,6 +108,12 @@ class RealDataConfig:
                   "probability that gives the share of the pool its uncertainty run labelled over all passes."},
     )
     batch_size: int = field(default=8, metadata={"help": "Trajectories per training batch."})
+    processes: int = field(
+        default=2,
+        metadata={"help": "Processes the runs are spread over after the feature pass, the seeds dealt out between "
+                  "them, one torch thread each (on 2 cores, two processes do 1.5x the runs of one with 2 threads); "
+                  "their runs.json are merged into output_dir."},
+    )
     threads: int | None = field(
         default=None,
         metadata={"help": "Torch threads once the backbone is loaded (on a busy machine one thread per process is "
@@ -157,6 +170,20 @@ def load_splits(config: RealDataConfig, step_tokenizer: StepTokenizer) -> dict[s
         splits[f"processbench/{subset}"] = sample_fitting(processbench, rows, size, step_tokenizer)
     prmbench = load_steps(data / "prmbench")
     splits["prmbench"] = sample_fitting(prmbench, list(range(len(prmbench))), config.prmbench_size, step_tokenizer)
+    return splits
+
+
+def saved_splits(config: RealDataConfig, step_tokenizer: StepTokenizer) -> dict[str, datasets.Dataset]:
+    """`load_splits`, through `splits_dir` when it is set (read when it holds them, else written)."""
+    if config.splits_dir is None:
+        return load_splits(config, step_tokenizer)
+    index = Path(config.splits_dir, "splits.json")
+    if index.is_file():
+        return {name: datasets.load_from_disk(Path(config.splits_dir, name)) for name in json.loads(index.read_text())}
+    splits = load_splits(config, step_tokenizer)
+    for name, split in splits.items():
+        split.flatten_indices().save_to_disk(Path(config.splits_dir, name))
+    index.write_text(json.dumps(list(splits)))
     return splits
 
 
@@ -414,6 +441,21 @@ def summarise_earlier(config: RealDataConfig) -> None:
     print(summarise(config, runs, json.loads(Path(config.runs[0], "splits.json").read_text())))
 
 
+def run_in_processes(config: RealDataConfig) -> None:
+    """The runs in `processes` child processes of this script (features cached), then their merged table."""
+    children = {}
+    for k in range(config.processes):
+        seeds = [str(seed) for seed in config.seeds[k :: config.processes]]
+        folder = str(Path(config.output_dir, f"process-{k}"))
+        command = [sys.executable, __file__, *sys.argv[1:], "--seeds", *seeds, "--processes", "1", "--threads", "1",
+                   "--output_dir", folder]  # later options win
+        children[folder] = subprocess.Popen(command)
+    failed = [folder for folder, child in children.items() if child.wait() != 0]
+    if failed:
+        raise RuntimeError(f"the runs of {', '.join(failed)} failed (see their output above); the others are done")
+    summarise_earlier(replace(config, runs=list(children)))
+
+
 def main(config: RealDataConfig) -> None:
     if config.runs:
         return summarise_earlier(config)
@@ -423,7 +465,7 @@ def main(config: RealDataConfig) -> None:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     step_tokenizer = build_step_tokenizer(config, tokenizer)
-    splits = load_splits(config, step_tokenizer)
+    splits = saved_splits(config, step_tokenizer)
     num_layers = model.config.get_text_config().num_hidden_layers
     layers = [resolve_layer(layer, num_layers) for layer in config.layers]
     if config.cached_only:
@@ -442,6 +484,8 @@ def main(config: RealDataConfig) -> None:
     cache = cache_features(config, model, splits, step_tokenizer) if config.cpu or config.features_only else None
     if config.features_only:
         return
+    if config.processes > 1 and len(config.seeds) > 1:
+        return run_in_processes(config)
     evaluated = {name: Split(split, [step_tokenizer(r)["input_ids"] for r in split])
                  for name, split in splits.items() if name != "pool"}
     pool, runs = splits["pool"], []
