@@ -18,6 +18,23 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each, their subprocesses too
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+MODULE_GROUPS = {"test_judge_evaluation": "smollm2", "test_real_model": "smollm2"}
+"""Modules that share expensive session fixtures (SmolLM2 de-quantised and served) and so one worker."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup`` (setup.cfg): a module's tests run on one worker, so its module
+    fixtures are built once, and the modules of `MODULE_GROUPS` share one."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(MODULE_GROUPS.get(module, module)))
+
 
 def missing(what: str) -> None:
     """Skip the test with one line naming ``what`` is missing; under ``CI=true`` fail it instead."""
