@@ -69,7 +69,8 @@ class RealDataConfig:
     splits_dir: str | None = field(
         default=None,
         metadata={"help": "The splits are saved here (`Dataset.save_to_disk`, a folder each) once built, and loaded "
-                  "from here when present: a few MB to carry to a machine without ../shared/data (a GPU one)."},
+                  "from here when present (the size options then do not apply): a few MB to carry to a machine without "
+                  "../shared/data (a GPU one)."},
     )
     output_dir: str = field(default="bench-real", metadata={"help": "Where runs.json, results.md and the plot go."})
     cpu: bool = field(default=False, metadata={"help": "Frozen backbone, heads on cached step features (the CPU setting)."})
@@ -110,7 +111,7 @@ class RealDataConfig:
     batch_size: int = field(default=8, metadata={"help": "Trajectories per training batch."})
     processes: int = field(
         default=2,
-        metadata={"help": "Processes the runs are spread over after the feature pass, the seeds dealt out between "
+        metadata={"help": "With --cpu, processes the runs are spread over after the feature pass, the seeds dealt out between "
                   "them, one torch thread each (on 2 cores, two processes do 1.5x the runs of one with 2 threads); "
                   "their runs.json are merged into output_dir."},
     )
@@ -484,7 +485,7 @@ def main(config: RealDataConfig) -> None:
     cache = cache_features(config, model, splits, step_tokenizer) if config.cpu or config.features_only else None
     if config.features_only:
         return
-    if config.processes > 1 and len(config.seeds) > 1:
+    if config.cpu and config.processes > 1 and len(config.seeds) > 1:
         return run_in_processes(config)
     evaluated = {name: Split(split, [step_tokenizer(r)["input_ids"] for r in split])
                  for name, split in splits.items() if name != "pool"}

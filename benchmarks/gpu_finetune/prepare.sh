@@ -2,7 +2,7 @@
 # Prepare the fine-tuning setting of benchmarks/real_data.py for the GPU machine of the `device` tool, which
 # has PyTorch but no ../shared, no network, and other versions of the HF libraries. Everything it lacks goes
 # into gpu-carry/ (git-ignored), in two parts that each fit the tool's 64 MiB carry limit:
-#   gpu-carry/first   the first 60 MB of the SmolLM2 GGUF file
+#   gpu-carry/first   the first 56 MiB of the SmolLM2 GGUF file (with the 5 MB checkout: under 64 MiB)
 #   gpu-carry/second  the rest of it, the wheels (Python 3.12) and the splits (a few MB instead of the data)
 # Then, on a warm machine, two calls back to back (see run.sh):
 #   run(command="true", carry=["gpu-carry/first"])
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 shared=${1:-../shared}
 rm -rf gpu-carry && mkdir -p gpu-carry/first gpu-carry/second/wheels
-split -b 60M "$shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf" gpu-carry/model.part-
+split -b 56M "$shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf" gpu-carry/model.part-
 mv gpu-carry/model.part-aa gpu-carry/first/ && mv gpu-carry/model.part-* gpu-carry/second/
 packages=$(python -m pip freeze | grep -iE '^(transformers|huggingface[-_]hub|trl|datasets|evaluate|accelerate|gguf|dill|multiprocess)==')
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
