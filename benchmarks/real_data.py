@@ -19,8 +19,7 @@ threshold. Writes ``runs.json``, ``results.md`` (the table) and ``real_data.png`
 against labels used) to `--output_dir`.
 
     python benchmarks/real_data.py --cpu --cache_dir real-data-cache --output_dir bench-real
-    python benchmarks/real_data.py --seeds 0 --selection_thresholds 0.9/0.01 --layers -1 --selection_layer -1 \
-        --num_train_epochs 1 --batch_size 16 --output_dir bench-real-finetune      # fine-tuning, on a GPU
+    bash benchmarks/gpu_finetune/run.sh       # fine-tuning, on a GPU (prepared by its prepare.sh)
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -97,7 +96,7 @@ class RealDataConfig:
     finetune_learning_rate: float = field(
         default=2e-5, metadata={"help": "Learning rate of the backbone and heads when fine-tuning (without --cpu)."}
     )
-    autocast: str = field(
+    autocast: Literal["bfloat16", "float32"] = field(
         default="bfloat16",
         metadata={"help": "dtype of the backbone's forward (torch.autocast): bfloat16 (2.4x faster on CPUs with AMX; "
                   "hidden states within 0.3%% of float32's) or float32. It applies to the feature pass and to "
@@ -205,11 +204,11 @@ def build_step_tokenizer(config: RealDataConfig, tokenizer: Any, label_mode: str
     )
 
 
-def cache_features(config: RealDataConfig, model: EnsemblePRMModel, splits: dict[str, datasets.Dataset],
-                   step_tokenizer: StepTokenizer) -> StepFeatureCache:
-    """Step features of every split, in the order of the splits (test first): one pass, all `layers`."""
+def cache_features(config: RealDataConfig, model: EnsemblePRMModel,
+                   input_ids: dict[str, list[list[int]]]) -> StepFeatureCache:
+    """Step features of every split's token ids, in the order of the splits (test first): one pass, all `layers`."""
     cache = StepFeatureCache(config.cache_dir, backbone=backbone_fingerprint(model))
-    for name, split in splits.items():
+    for name, ids in input_ids.items():
         started = time.monotonic()
 
         def progress(done: int, total: int) -> None:
@@ -217,16 +216,13 @@ def cache_features(config: RealDataConfig, model: EnsemblePRMModel, splits: dict
                 rate = done / (time.monotonic() - started)
                 print(f"  {name}: {done}/{total} trajectories, {rate:.2f}/s", flush=True)
 
-        ids = [step_tokenizer(record)["input_ids"] for record in split]
         computed = compute_step_features(model, ids, cache, config.layers, shard_size=16,
                                          autocast_dtype=autocast_dtype(config), progress=progress)
-        print(f"{name}: {len(split)} trajectories, {computed} computed in {time.monotonic() - started:.0f} s", flush=True)
+        print(f"{name}: {len(ids)} trajectories, {computed} computed in {time.monotonic() - started:.0f} s", flush=True)
     return cache
 
 
 def autocast_dtype(config: RealDataConfig) -> torch.dtype | None:
-    if config.autocast not in ("bfloat16", "float32"):
-        raise ValueError(f"--autocast {config.autocast!r}: use bfloat16 or float32")
     return torch.bfloat16 if config.autocast == "bfloat16" else None
 
 
@@ -482,13 +478,13 @@ def main(config: RealDataConfig) -> None:
     sizes = {name: len(split) for name, split in splits.items()}
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     Path(config.output_dir, "splits.json").write_text(json.dumps(sizes))
-    cache = cache_features(config, model, splits, step_tokenizer) if config.cpu or config.features_only else None
+    input_ids = {name: [step_tokenizer(record)["input_ids"] for record in split] for name, split in splits.items()}
+    cache = cache_features(config, model, input_ids) if config.cpu or config.features_only else None
     if config.features_only:
         return
     if config.cpu and config.processes > 1 and len(config.seeds) > 1:
         return run_in_processes(config)
-    evaluated = {name: Split(split, [step_tokenizer(r)["input_ids"] for r in split])
-                 for name, split in splits.items() if name != "pool"}
+    evaluated = {name: Split(split, input_ids[name]) for name, split in splits.items() if name != "pool"}
     pool, runs = splits["pool"], []
 
     def record(setting: str, layer: int, seed: int, trained: EnsemblePRMModel, summary: dict[str, int] | None,
